@@ -1,0 +1,242 @@
+"""The `layerwatch` command. Each package contributes its own sub-commands; this file only
+wires them together and holds the platform commands (config, servers, db, topics)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from layerwatch.settings import get_settings
+
+app = typer.Typer(
+    name="layerwatch",
+    help="LayerWatch: in-situ layer monitoring for 3D printers "
+    "(Kafka → RADAR diffusion scorer → SPC monitor → PostgreSQL/Grafana).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _main(
+    log_level: str = typer.Option(None, help="Log level (default from settings: INFO)."),
+    log_json: bool = typer.Option(None, "--log-json", help="JSON log lines."),
+) -> None:
+    from pydantic import ValidationError
+
+    from layerwatch.logs import setup_logging
+
+    try:
+        s = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise fail(f"invalid configuration (LAYERWATCH_* or layerwatch.toml): {problems}") from None
+    setup_logging(log_level or s.log_level, s.log_json if log_json is None else log_json)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error (no traceback) and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- config
+
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print the effective configuration (defaults < layerwatch.toml < LAYERWATCH_* env),
+    secrets masked."""
+    values = get_settings().masked()
+    if as_json:
+        console.print_json(json.dumps(values, default=str))
+        return
+    from layerwatch.settings import Settings
+
+    table = Table("setting", "environment variable", "value", "meaning", title="LayerWatch")
+    for name, value in values.items():
+        field = Settings.model_fields[name]
+        table.add_row(
+            name, f"LAYERWATCH_{name.upper()}", "" if value is None else str(value),
+            field.description or "",
+        )  # fmt: skip
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- servers
+
+servers_app = typer.Typer(
+    help="Embedded Kafka (Tansu) and PostgreSQL for a laptop, CI or the demo.",
+    no_args_is_help=True,
+)
+app.add_typer(servers_app, name="servers")
+
+
+@servers_app.command("start")
+def servers_start() -> None:
+    """Start the embedded broker and database (unless external ones are configured); they keep
+    running until `layerwatch servers stop`."""
+    from layerwatch.embedded import EmbeddedServerError, servers
+
+    s = get_settings()
+    kafka, pg = servers(s)
+    try:
+        if s.uses_embedded_kafka:
+            st = kafka.start()
+            console.print(f"kafka     [green]running[/] {st.address} (pid {st.pid})")
+        else:
+            console.print(f"kafka     external {s.kafka_bootstrap}")
+        if s.uses_embedded_database:
+            st = pg.start()
+            console.print(f"postgres  [green]running[/] 127.0.0.1:{st.port} (pid {st.pid})")
+        else:
+            console.print("postgres  external (LAYERWATCH_DATABASE_URL)")
+    except EmbeddedServerError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"state in {(s.home / 'servers.json').resolve()}")
+
+
+@servers_app.command("status")
+def servers_status() -> None:
+    """Show whether the embedded servers run, and where. Exit 1 if one is down."""
+    from layerwatch.embedded import servers
+
+    s = get_settings()
+    kafka, pg = servers(s)
+    table = Table("server", "state", "address", "pid", "log")
+    down = False
+    for srv, external in ((kafka, s.kafka_bootstrap), (pg, s.database_url)):
+        if external:
+            table.add_row(srv.name, "external", "(from settings)", "", "")
+            continue
+        st = srv.running()
+        if st is None:
+            down = True
+            table.add_row(srv.name, "[red]stopped[/]", "", "", "")
+        else:
+            addr = st.address if srv.name == "kafka" else f"127.0.0.1:{st.port}"
+            table.add_row(srv.name, "[green]running[/]", addr, str(st.pid), st.log_file)
+    console.print(table)
+    if down:
+        raise typer.Exit(1)
+
+
+@servers_app.command("stop")
+def servers_stop() -> None:
+    """Stop the embedded servers (the broker's in-memory topics are dropped)."""
+    from layerwatch.embedded import servers
+
+    for srv in servers(get_settings()):
+        stopped = srv.stop()
+        console.print(f"{srv.name:9} {'stopped' if stopped else 'was not running'}")
+
+
+# --------------------------------------------------------------------------- db
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _endpoints(start: bool = True):
+    from layerwatch.embedded import EmbeddedServerError, resolve_endpoints
+
+    try:
+        return resolve_endpoints(get_settings(), start=start)
+    except EmbeddedServerError as exc:
+        raise fail(str(exc)) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply migrations up to REVISION (default: the newest). Starts the embedded database
+    if none is configured."""
+    from storage import db
+
+    ep = _endpoints()
+    try:
+        db.upgrade(ep.database_admin_url, revision)
+        console.print(f"schema at [green]{db.current_revision(ep.database_admin_url)}[/]")
+    except db.SchemaError as exc:
+        raise fail(str(exc)) from exc
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, or 'base'.")) -> None:
+    """Revert migrations down to REVISION (destroys the data of the dropped tables)."""
+    from storage import db
+
+    ep = _endpoints()
+    db.downgrade(ep.database_admin_url, revision)
+    console.print(f"schema at {db.current_revision(ep.database_admin_url) or 'base'}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision against the one this code needs. Exit 1 if behind."""
+    from layerwatch.settings import mask_url
+    from storage import db
+
+    ep = _endpoints()
+    try:
+        current = db.current_revision(ep.database_admin_url)
+    except db.SchemaError as exc:
+        raise fail(str(exc)) from exc
+    head = db.head_revision()
+    console.print(f"database  {mask_url(ep.database_admin_url)}")
+    console.print(f"current   {current or '(empty)'}")
+    console.print(f"required  {head}")
+    if current != head:
+        console.print("[yellow]behind:[/] run `layerwatch db upgrade`")
+        raise typer.Exit(1)
+    console.print("[green]up to date[/]")
+
+
+# --------------------------------------------------------------------------- topics
+
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the LayerWatch topics that are missing (idempotent)."""
+    from layerwatch.kafka import ensure_topics
+
+    s = get_settings()
+    ep = _endpoints()
+    created = ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    for name, n in s.topics.partitions(s.topic_partitions).items():
+        state = "created" if name in created else "exists"
+        console.print(f"{name:24} {n:3d} partitions  {state}")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    layers: int = typer.Option(12, "--layers", min=1, help="Layers to stream."),
+) -> None:
+    """Run LayerWatch end to end on the embedded servers."""
+    from layerwatch.demo import run_demo
+
+    code = run_demo(get_settings(), layers=layers, console=console)
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,115 @@
+"""Kafka topics and client settings, defined once for every producer and consumer.
+
+The settings follow KAFKA.md: they hold for real Kafka and for the embedded Tansu broker
+(short session timeout so that group joins take seconds, manual commits after durable writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The four LayerWatch topics under one prefix (default ``layerwatch``).
+
+    A prefix lets several installations (or tests) share one cluster without seeing each
+    other's data. Layer and score topics are keyed by printer and get the configured
+    partition count; alarms and dead letters are low-volume and keep one partition so their
+    order is global.
+    """
+
+    prefix: str = "layerwatch"
+
+    @property
+    def layers(self) -> str:
+        return f"{self.prefix}.layers"
+
+    @property
+    def scores(self) -> str:
+        return f"{self.prefix}.scores"
+
+    @property
+    def alarms(self) -> str:
+        return f"{self.prefix}.alarms"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    def partitions(self, default: int) -> dict[str, int]:
+        return {self.layers: default, self.scores: default, self.alarms: 1, self.dlq: 1}
+
+
+SCORER_GROUP = "scorer"
+MONITOR_GROUP = "monitor"
+
+
+def producer_config(bootstrap: str, max_message_bytes: int, **extra: object) -> dict:
+    """Idempotent, compressed, acks=all: a retried send never duplicates a layer."""
+    cfg: dict = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": max_message_bytes,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def consumer_config(bootstrap: str, group: str, **extra: object) -> dict:
+    """Manual commits only after outputs are durable; short session for quick rebalances."""
+    cfg: dict = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.message.max.bytes": 16 * 1024 * 1024,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    default_partitions: int,
+    replication: int = 1,
+    timeout: float = 15.0,
+) -> list[str]:
+    """Create the LayerWatch topics that are missing; returns the names created.
+
+    Idempotent: existing topics are left as they are (Tansu refuses to add partitions, so
+    topics are created with their final count).
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=replication)
+        for name, n in topics.partitions(default_partitions).items()
+        if name not in existing
+    ]
+    created: list[str] = []
+    if not new:
+        return created
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    log.info("topics created", extra={"topics": created})
+    return created

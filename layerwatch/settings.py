@@ -1,0 +1,125 @@
+"""Effective configuration: defaults < ``layerwatch.toml`` < ``LAYERWATCH_*`` environment variables.
+
+One object is read once per process and passed down; nothing else reads the environment,
+so `layerwatch config show` prints exactly what the services use.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_file() -> Path:
+    return Path(os.environ.get("LAYERWATCH_CONFIG", "layerwatch.toml"))
+
+
+class Settings(BaseSettings):
+    """All LayerWatch settings. Every field maps to ``LAYERWATCH_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAYERWATCH_", extra="ignore")
+
+    home: Path = Field(
+        Path(".layerwatch"), description="State directory (embedded servers, models)."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset = start the embedded Tansu broker."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL for the services; unset = the embedded PostgreSQL."
+    )
+    database_admin_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL that runs migrations (schema owner); defaults to database_url.",
+    )
+    writer_db_password: SecretStr | None = Field(
+        None, description="Password the migration gives the services' writer role."
+    )
+    grafana_db_password: SecretStr | None = Field(
+        None, description="Password the migration gives the read-only Grafana role."
+    )
+    topic_prefix: str = Field(
+        "layerwatch", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="Prefix of the topic names."
+    )
+    topic_partitions: int = Field(6, ge=1, description="Partitions of the layer and score topics.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of new topics.")
+    max_image_pixels: int = Field(
+        16_777_216, ge=1, description="Images above this pixel count are refused before decoding."
+    )
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Producer message limit.")
+    log_level: str = Field("INFO", description="Log level of the services.")
+    log_json: bool = Field(False, description="Structured JSON logs instead of the console format.")
+    grafana_url: str | None = Field(None, description="Grafana URL for sync and annotations.")
+    grafana_token: SecretStr | None = Field(None, description="Grafana service-account token.")
+    metrics_port: int = Field(9464, ge=0, description="Prometheus metrics port (0 = disabled).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_toml_file()),
+        )
+
+    @property
+    def topics(self):
+        from layerwatch.kafka import Topics
+
+        return Topics(self.topic_prefix)
+
+    @property
+    def uses_embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets replaced, for display."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        for url_field in ("database_url", "database_admin_url"):
+            raw = getattr(self, url_field)
+            if raw is not None:
+                out[url_field] = mask_url(raw.get_secret_value())
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL but keep user, host and database visible."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "********"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,126 @@
+"""Real infrastructure for the tests: a Kafka-protocol broker and PostgreSQL over TCP.
+
+Order of choice: external servers named by ``LAYERWATCH_KAFKA_BOOTSTRAP`` /
+``LAYERWATCH_DATABASE_URL``; testcontainers when ``LAYERWATCH_TEST_DOCKER=1`` and a Docker
+engine answers; otherwise the embedded Tansu broker and PostgreSQL in a temporary home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from layerwatch.embedded import DB_WRITER, EmbeddedKafka, EmbeddedPostgres, Endpoints
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _kafka(home: Path) -> Iterator[str]:
+    if bootstrap := os.environ.get("LAYERWATCH_KAFKA_BOOTSTRAP"):
+        yield bootstrap
+    elif os.environ.get("LAYERWATCH_TEST_DOCKER") == "1" and _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kc:
+            yield kc.get_bootstrap_server()
+    else:
+        broker = EmbeddedKafka(home)
+        st = broker.start()
+        try:
+            yield st.address
+        finally:
+            broker.stop()
+
+
+@contextlib.contextmanager
+def _postgres(home: Path) -> Iterator[tuple[str, str]]:
+    """(service url, admin url) of a server where the admin may create databases."""
+    if url := os.environ.get("LAYERWATCH_DATABASE_URL"):
+        yield url, os.environ.get("LAYERWATCH_DATABASE_ADMIN_URL", url)
+    elif os.environ.get("LAYERWATCH_TEST_DOCKER") == "1" and _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver="psycopg") as pc:
+            yield pc.get_connection_url(), pc.get_connection_url()
+    else:
+        pg = EmbeddedPostgres(home)
+        st = pg.start()
+        try:
+            yield EmbeddedPostgres.url(st.port, DB_WRITER), st.address
+        finally:
+            pg.stop()
+
+
+@pytest.fixture(scope="session")
+def lw_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lwhome")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(lw_home: Path) -> Iterator[str]:
+    with _kafka(lw_home) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def pg_server(lw_home: Path) -> Iterator[tuple[str, str]]:
+    with _postgres(lw_home) as urls:
+        yield urls
+
+
+@pytest.fixture
+def fresh_database(pg_server: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """A new, empty database for one test: (service url, admin url); dropped afterwards."""
+    url, admin = pg_server
+    name = f"lwtest_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    new_url = make_url(url).set(database=name).render_as_string(hide_password=False)
+    new_admin = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield new_url, new_admin
+    finally:
+        from storage.db import make_engine
+
+        for u in (new_url, new_admin):
+            make_engine(u).dispose()
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture
+def migrated_database(fresh_database: tuple[str, str]) -> tuple[str, str]:
+    """A fresh database at the newest schema revision."""
+    from storage import db
+
+    db.upgrade(fresh_database[1])
+    return fresh_database
+
+
+@pytest.fixture
+def endpoints(kafka_bootstrap: str, migrated_database: tuple[str, str]) -> Endpoints:
+    return Endpoints(kafka_bootstrap, migrated_database[0], migrated_database[1])
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """Unique topic names per test, so tests sharing one broker never see each other's data."""
+    return f"t{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,87 @@
+"""The real broker: topics, produce, consume in a group, commit, resume after a restart."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+
+from ingest.messages import LayerMessage
+from ingest.producer import LayerProducer, ProduceError
+from layerwatch.kafka import Topics, consumer_config, ensure_topics
+
+
+def _drain(consumer: Consumer, want: int, timeout: float = 30.0) -> list:
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            got.append(msg)
+    return got
+
+
+def test_ensure_topics_is_idempotent(kafka_bootstrap: str, topic_prefix: str) -> None:
+    topics = Topics(topic_prefix)
+    created = ensure_topics(kafka_bootstrap, topics, default_partitions=3)
+    assert sorted(created) == sorted(topics.partitions(3))
+    assert ensure_topics(kafka_bootstrap, topics, default_partitions=3) == []
+    meta = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=5).topics
+    assert len(meta[topics.layers].partitions) == 3
+    assert len(meta[topics.dlq].partitions) == 1
+
+
+def test_produce_consume_commit_resume(kafka_bootstrap: str, topic_prefix: str) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(kafka_bootstrap, topics, default_partitions=2)
+    img = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    with LayerProducer(kafka_bootstrap, 1 << 20, topics.layers) as producer:
+        for i in range(10):
+            producer.send(LayerMessage.from_image(f"p{i % 2}", "job", i, img, z_mm=0.2 * i))
+    assert producer.stats.confirmed == 10
+
+    group = f"{topic_prefix}-g"
+    c = Consumer(consumer_config(kafka_bootstrap, group))
+    c.subscribe([topics.layers])
+    first = _drain(c, 10)
+    assert len(first) == 10
+    decoded = [LayerMessage.decode(m.key(), m.value(), m.headers()) for m in first]
+    assert sorted(d.layer for d in decoded) == list(range(10))
+    assert all(np.array_equal(d.image(1000), img) for d in decoded)
+    # Per printer (= per key = per partition) the layers keep their order.
+    for printer in ("p0", "p1"):
+        layers = [d.layer for d in decoded if d.printer == printer]
+        assert layers == sorted(layers)
+    # Commit only the first 6 by their offsets, then leave: exactly the rest comes back.
+    committed = {(m.partition(), m.offset()) for m in first if m.value() and _layer(m) < 6}
+    for m in first:
+        if (m.partition(), m.offset()) in committed:
+            c.commit(message=m, asynchronous=False)
+    c.close()
+
+    c2 = Consumer(consumer_config(kafka_bootstrap, group))
+    c2.subscribe([topics.layers])
+    again = _drain(c2, 4, timeout=30)
+    extra = _drain(c2, 1, timeout=2)
+    c2.close()
+    assert sorted(_layer(m) for m in again) == [6, 7, 8, 9]
+    assert extra == []
+
+
+def _layer(m) -> int:
+    return LayerMessage.decode(m.key(), m.value(), m.headers()).layer
+
+
+def test_oversize_message_is_refused_clearly(kafka_bootstrap: str, topic_prefix: str) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)
+    producer = LayerProducer(kafka_bootstrap, 10_000, Topics(topic_prefix).layers)
+    try:
+        producer.send(LayerMessage.from_image("p", "j", 1, noise))
+    except ProduceError as exc:
+        assert "over the 10000-byte limit" in str(exc)
+        assert "layer 1 of p/j" in str(exc)
+    else:
+        raise AssertionError("oversize layer was accepted")
+    assert producer.stats.sent == 0

@@ -1,0 +1,97 @@
+"""Migrations up and down on the real PostgreSQL, idempotent upserts, least-privileged roles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+
+from storage import db, repository
+from storage.models import READER_ROLE, Base
+
+TABLES = {t.name for t in Base.metadata.sorted_tables}
+
+
+def test_upgrade_downgrade_upgrade(fresh_database: tuple[str, str]) -> None:
+    _, admin = fresh_database
+    assert db.current_revision(admin) is None
+    db.upgrade(admin)
+    assert db.current_revision(admin) == db.head_revision()
+    assert set(inspect(db.make_engine(admin)).get_table_names()) >= TABLES
+    db.downgrade(admin, "base")
+    db.make_engine(admin).dispose()
+    assert db.current_revision(admin) is None
+    assert not TABLES & set(inspect(db.make_engine(admin)).get_table_names())
+    db.upgrade(admin)
+    assert db.current_revision(admin) == db.head_revision()
+
+
+def test_services_refuse_an_old_schema(fresh_database: tuple[str, str]) -> None:
+    url, admin = fresh_database
+    with pytest.raises(db.SchemaError, match="layerwatch db upgrade"):
+        db.require_current_schema(admin)
+    db.upgrade(admin)
+    db.require_current_schema(url)  # the writer role can check it too
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(db.SchemaError, match="cannot reach PostgreSQL"):
+        db.current_revision("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def _score(layer: int, score: float) -> dict:
+    now = datetime.now(UTC)
+    return {
+        "printer": "p", "job": "j", "layer": layer, "model_version": "m1", "score": score,
+        "anomalous": score > 1, "f1": 0.1, "f2": 0.2, "defect_area": 0.0, "latency_ms": 5.0,
+        "captured_at": now, "scored_at": now,
+    }  # fmt: skip
+
+
+def test_replayed_upsert_leaves_one_row(migrated_database: tuple[str, str]) -> None:
+    url, _ = migrated_database
+    engine = db.make_engine(url)
+    for replay_score in (0.5, 2.5):  # the same layers written twice (a replay after a crash)
+        with engine.begin() as conn:
+            repository.register_jobs(conn, [("p", "j")])
+            repository.upsert_scores(conn, [_score(i, replay_score) for i in range(5)])
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT layer, score, anomalous FROM scores ORDER BY layer"))
+        rows = rows.all()
+        jobs = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+    assert [r.layer for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r.score == 2.5 and r.anomalous for r in rows)  # the last write wins
+    assert jobs == 1
+
+
+def test_dead_letters_keep_one_row_per_source(migrated_database: tuple[str, str]) -> None:
+    url, _ = migrated_database
+    engine = db.make_engine(url)
+    row = {"source": "t:0:7", "stage": "scorer", "reason": "bad", "payload": b"\x00"}
+    for _ in range(2):
+        with engine.begin() as conn:
+            repository.add_dead_letters(conn, [row])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM dead_letters")).scalar_one() == 1
+
+
+def test_grafana_role_reads_but_cannot_write(migrated_database: tuple[str, str]) -> None:
+    url, _ = migrated_database
+    reader = make_url(url).set(username=READER_ROLE)
+    engine = create_engine(reader)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM scores")).scalar_one() == 0
+        with engine.begin() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text("INSERT INTO printers(printer) VALUES ('x')"))
+    finally:
+        engine.dispose()
+
+
+def test_writer_role_cannot_change_the_schema(migrated_database: tuple[str, str]) -> None:
+    url, _ = migrated_database
+    with db.make_engine(url).begin() as conn, pytest.raises(ProgrammingError):
+        conn.execute(text("DROP TABLE scores"))
