@@ -9,7 +9,7 @@ Headers (all UTF-8 text): ``lw-schema`` = ``layer/1``, ``printer``, ``job``, ``l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -59,6 +59,9 @@ class LayerMessage:
             channels=1 if image.ndim == 2 else image.shape[2], content_type=PNG, z_mm=z_mm,
             captured_at=captured_at or datetime.now(UTC),
         )  # fmt: skip
+
+    def with_z(self, z_mm: float | None) -> LayerMessage:
+        return replace(self, z_mm=z_mm)
 
     @property
     def key(self) -> bytes:

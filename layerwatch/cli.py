@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import typer
 from rich.console import Console
@@ -224,6 +225,75 @@ def topics_create() -> None:
         console.print(f"{name:24} {n:3d} partitions  {state}")
 
 
+# --------------------------------------------------------------------------- up
+
+
+@app.command("up")
+def up(
+    model: str = typer.Option(..., "--model", "-m", help="Model directory for the scorer."),
+    scorers: int = typer.Option(1, min=1, help="Scorer processes in the consumer group."),
+    monitor: bool = typer.Option(True, help="Run the monitor service too."),
+    policy: str | None = typer.Option(None, help="Alarm policy TOML for the monitor."),
+    stop_servers: bool = typer.Option(
+        False, help="Stop the embedded servers on exit (default: leave them running)."
+    ),
+) -> None:
+    """Start everything: embedded servers (unless external ones are configured), migrations,
+    topics, the scorer(s) and the monitor as supervised processes, with a live status table.
+    Ctrl-C stops the services cleanly."""
+    from pathlib import Path
+
+    from rich.live import Live
+
+    from layerwatch.embedded import servers
+    from layerwatch.kafka import ensure_topics
+    from layerwatch.supervisor import ProcessSpec, Supervisor
+    from storage import db
+
+    s = get_settings()
+    ep = _endpoints()
+    db.upgrade(ep.database_admin_url)
+    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    exe = [sys.executable, "-m", "layerwatch"]
+    logs = Path(s.home) / "logs"
+    specs = [
+        ProcessSpec(
+            f"scorer-{i}",
+            [
+                *exe,
+                "scorer",
+                "run",
+                "--model",
+                model,
+                "--metrics-port",
+                str(s.metrics_port + i if s.metrics_port else 0),
+            ],
+            logs / f"scorer-{i}.log",
+        )
+        for i in range(scorers)
+    ]
+    if monitor:
+        argv = [*exe, "monitor", "run"] + (["--policy", policy] if policy else [])
+        specs.append(ProcessSpec("monitor", argv, logs / "monitor.log"))
+    sup = Supervisor(specs)
+    sup.start_all()
+    where = [("kafka", ep.kafka_bootstrap), ("postgres", "ready")]
+    try:
+        with Live(sup.table(lambda: where), console=console, refresh_per_second=2) as live:
+            while True:
+                sup.tick()
+                live.update(sup.table(lambda: where))
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping services …")
+    finally:
+        sup.stop_all()
+        if stop_servers:
+            for srv in servers(s):
+                srv.stop()
+    console.print("all services stopped")
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -236,6 +306,23 @@ def demo(
 
     code = run_demo(get_settings(), layers=layers, console=console)
     raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- packages
+
+
+def _register_packages() -> None:
+    """Sub-commands live with their packages; imports stay light (torch loads on use)."""
+    from ingest.cli import app as ingest_app
+    from scorer.service_cli import app as scorer_app
+    from storage.cli import scores_app
+
+    app.add_typer(ingest_app, name="ingest")
+    app.add_typer(scorer_app, name="scorer")
+    app.add_typer(scores_app, name="scores")
+
+
+_register_packages()
 
 
 def main() -> None:  # pragma: no cover - console entry point

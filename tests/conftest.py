@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,8 +70,12 @@ def _postgres(home: Path) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def lw_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("lwhome")
+def lw_home() -> Iterator[Path]:
+    """State directory of the test servers. Not under pytest's tmp dir: pytest resets that to
+    mode 0700 whenever a session starts, which would lock out the ``pgserver`` user."""
+    home = Path(tempfile.mkdtemp(prefix="layerwatch-test-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

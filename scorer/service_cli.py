@@ -1,0 +1,53 @@
+"""`layerwatch scorer run`: the Kafka scoring service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The scoring service (consumer group 'scorer').", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `train`)."),
+    batch: int = typer.Option(8, min=1, help="Most layers per micro-batch."),
+    max_wait_ms: int = typer.Option(200, min=1, help="Longest wait to fill a micro-batch."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    metrics_port: int | None = typer.Option(None, help="Prometheus port (default: settings)."),
+    no_maps: bool = typer.Option(False, "--no-maps", help="Do not store anomaly maps."),
+) -> None:
+    """Score layers from Kafka; write scores and maps to PostgreSQL and the scores topic.
+    SIGTERM or Ctrl-C finishes the batch in hand, commits it and exits."""
+    from layerwatch.cli import _endpoints, fail
+    from layerwatch.settings import get_settings
+    from scorer.artifact import ArtifactError
+    from scorer.device import pick_device
+    from scorer.methods import load_model
+    from scorer.service import ScorerService, ServiceConfig
+    from storage import db
+
+    s = get_settings()
+    ep = _endpoints()
+    try:
+        db.require_current_schema(ep.database_url)
+    except db.SchemaError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        method = load_model(model, pick_device(device))
+    except ArtifactError as exc:
+        raise fail(str(exc)) from exc
+    from layerwatch.kafka import ensure_topics
+
+    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    cfg = ServiceConfig(
+        bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=s.topics,
+        max_image_pixels=s.max_image_pixels, max_message_bytes=s.max_message_bytes,
+        batch_size=batch, max_wait_ms=max_wait_ms,
+        metrics_port=s.metrics_port if metrics_port is None else metrics_port,
+        store_maps=not no_maps,
+    )  # fmt: skip
+    service = ScorerService(method, cfg)
+    service.install_signal_handlers()
+    service.run()
