@@ -130,3 +130,17 @@ def endpoints(kafka_bootstrap: str, migrated_database: tuple[str, str]) -> Endpo
 def topic_prefix() -> str:
     """Unique topic names per test, so tests sharing one broker never see each other's data."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def virtual_printer(tmp_path_factory: pytest.TempPathFactory):
+    """A real OctoPrint with its virtual printer (venv cached in .layerwatch/test-cache)."""
+    from layerwatch.virtual_printer import start_virtual_printer
+
+    venv = Path(__file__).resolve().parents[1] / ".layerwatch" / "test-cache" / "octoprint-venv"
+    printer = start_virtual_printer(venv, tmp_path_factory.mktemp("octoprint"))
+    try:
+        printer.connect()
+        yield printer
+    finally:
+        printer.stop()

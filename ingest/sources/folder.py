@@ -72,19 +72,24 @@ class FolderWatcher:
         """Files complete and not yet sent, in order. Stops at the first file still being
         written, so the order of layers is kept."""
         now = time.monotonic()
-        for p in self._candidates():
+        pending: list[tuple[Path, int, float, bool]] = []
+        for p in self._candidates():  # observe every file on each poll, sent or not
             try:
                 st = p.stat()
-                if (p, st.st_size, st.st_mtime) in self._done:
-                    continue
-                if not self._settled(p, now):
-                    return
+            except FileNotFoundError:
+                continue
+            if (p, st.st_size, st.st_mtime) not in self._done:
+                pending.append((p, st.st_size, st.st_mtime, self._settled(p, now)))
+        for p, size, mtime, settled in pending:
+            if not settled:
+                return
+            try:
                 data = p.read_bytes()
             except FileNotFoundError:
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in self._seen:
-                self._forget(p, st.st_size, st.st_mtime)
+                self._forget(p, size, mtime)
                 continue
             try:
                 image_size(data)
