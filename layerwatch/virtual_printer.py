@@ -23,6 +23,7 @@ import httpx
 from layerwatch.embedded import free_port
 
 OCTOPRINT_VERSION = "1.11.8"
+MOONRAKER_VERSION = "0.11.0"
 
 CONFIG_YAML = """\
 server:
@@ -43,19 +44,19 @@ class VirtualPrinterError(RuntimeError):
     pass
 
 
-def ensure_octoprint_venv(venv: Path) -> Path:
-    """Create (once) a venv holding OctoPrint; returns its `octoprint` executable."""
-    exe = venv / "bin" / "octoprint"
+def ensure_tool_venv(venv: Path, requirement: str, executable: str) -> Path:
+    """Create (once) a venv holding ``requirement``; returns the path of ``executable``."""
+    exe = venv / "bin" / executable
     if exe.exists():
         return exe
     tmp = venv.with_name(venv.name + ".partial")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(tmp)], check=True)
     res = subprocess.run(
-        [str(tmp / "bin" / "pip"), "install", "--quiet", f"octoprint=={OCTOPRINT_VERSION}"],
+        [str(tmp / "bin" / "pip"), "install", "--quiet", requirement],
         capture_output=True, text=True,
     )  # fmt: skip
     if res.returncode != 0:
-        raise VirtualPrinterError(f"installing OctoPrint failed:\n{res.stderr[-2000:]}")
+        raise VirtualPrinterError(f"installing {requirement} failed:\n{res.stderr[-2000:]}")
     # venv scripts hard-code their interpreter path: rebuild in place under the final name.
     tmp.rename(venv)
     subprocess.run([sys.executable, "-m", "venv", "--upgrade", str(venv)], check=True)
@@ -129,7 +130,7 @@ class VirtualPrinter:
 
 def start_virtual_printer(venv: Path, basedir: Path, timeout: float = 60.0) -> VirtualPrinter:
     """Start OctoPrint with the virtual printer in ``basedir`` on a free loopback port."""
-    exe = ensure_octoprint_venv(venv)
+    exe = ensure_tool_venv(venv, f"octoprint=={OCTOPRINT_VERSION}", "octoprint")
     basedir.mkdir(parents=True, exist_ok=True)
     (basedir / "config.yaml").write_text(CONFIG_YAML)
     api_key = secrets.token_hex(16)
@@ -177,3 +178,65 @@ def gcode_print(layers: int = 20, moves_per_layer: int = 12, layer_height: float
             lines.append(f"G1 X{x} Y{y} E1.0 F3000")
     lines.append("M84")
     return "\n".join(lines) + "\n"
+
+
+MOONRAKER_CONF = """\
+[server]
+host: 127.0.0.1
+port: {port}
+klippy_uds_address: {datadir}/comms/klippy.sock
+
+[authorization]
+trusted_clients:
+  127.0.0.0/8
+
+[announcements]
+enable_moonlight: False
+dev_mode: True
+
+[machine]
+provider: none
+"""
+
+
+@dataclass
+class MoonrakerServer:
+    """A real Moonraker without Klipper: print actions answer 503 "Klippy Host not
+    connected", which is the error path a test can exercise (Klipper is not installable)."""
+
+    url: str
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_moonraker(venv: Path, datadir: Path, timeout: float = 60.0) -> MoonrakerServer:
+    exe = ensure_tool_venv(venv, f"moonraker=={MOONRAKER_VERSION}", "moonraker")
+    port = free_port()
+    (datadir / "config").mkdir(parents=True, exist_ok=True)
+    (datadir / "config" / "moonraker.conf").write_text(
+        MOONRAKER_CONF.format(port=port, datadir=datadir)
+    )
+    log = open(datadir / "serve.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [str(exe), "-d", str(datadir), "-n"], stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    server = MoonrakerServer(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise VirtualPrinterError(f"Moonraker exited ({proc.returncode})")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/server/info", timeout=2).status_code == 200:
+                return server
+        time.sleep(0.3)
+    server.stop()
+    raise VirtualPrinterError(f"Moonraker did not answer within {timeout:.0f}s")

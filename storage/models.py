@@ -126,7 +126,7 @@ class ChartPoint(Base):
 
 
 class Alarm(Base):
-    """One alarm per (job, chart, episode); state open → acknowledged → resolved."""
+    """One alarm per (job, chart, level, episode); state open → acknowledged → resolved."""
 
     __tablename__ = "alarms"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -144,7 +144,7 @@ class Alarm(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     note: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
-        UniqueConstraint("printer", "job", "chart", "episode", name="uq_alarms_episode"),
+        UniqueConstraint("printer", "job", "chart", "level", "episode", name="uq_alarms_episode"),
         Index("ix_alarms_state", "state"),
     )
 

@@ -144,3 +144,16 @@ def virtual_printer(tmp_path_factory: pytest.TempPathFactory):
         yield printer
     finally:
         printer.stop()
+
+
+@pytest.fixture(scope="session")
+def moonraker(tmp_path_factory: pytest.TempPathFactory):
+    """A real Moonraker (no Klipper: print actions answer 503)."""
+    from layerwatch.virtual_printer import start_moonraker
+
+    venv = Path(__file__).resolve().parents[1] / ".layerwatch" / "test-cache" / "moonraker-venv"
+    server = start_moonraker(venv, tmp_path_factory.mktemp("moonraker"))
+    try:
+        yield server
+    finally:
+        server.stop()

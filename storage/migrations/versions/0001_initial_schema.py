@@ -43,7 +43,9 @@ def upgrade() -> None:
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("printer", "job", "chart", "episode", name="uq_alarms_episode"),
+        sa.UniqueConstraint(
+            "printer", "job", "chart", "level", "episode", name="uq_alarms_episode"
+        ),
     )
     op.create_index("ix_alarms_state", "alarms", ["state"], unique=False)
     op.create_table(
