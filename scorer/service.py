@@ -9,6 +9,7 @@ the same rows (natural keys) — so the tables never hold a layer twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -29,6 +30,7 @@ from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
 from scorer.methods import Method
 from storage import db, repository
+from storage.models import ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,19 @@ class ScorerService:
         self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
         self._delivery_errors: list[str] = []
         self._last_lag = 0.0
+        self._register_model()
+
+    def _register_model(self) -> None:
+        """Record the model (its calibration scores are the monitor's Phase I data)."""
+        art = self.model.to_artifact()
+        config = json.loads(json.dumps(art.config, default=str))
+        metrics = config.get("evaluation", {}) if isinstance(config.get("evaluation"), dict) else {}
+        with self.engine.begin() as conn:
+            repository.upsert(
+                conn, ModelRecord,
+                [{"version": self.model.model_version, "method": art.method, "config": config,
+                  "metrics": metrics}],
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ batch logic
 
