@@ -314,10 +314,12 @@ def demo(
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
     from ingest.cli import app as ingest_app
+    from monitor.cli import app as monitor_app
     from scorer.service_cli import app as scorer_app
     from storage.cli import scores_app
 
     app.add_typer(ingest_app, name="ingest")
+    app.add_typer(monitor_app, name="monitor")
     app.add_typer(scorer_app, name="scorer")
     app.add_typer(scores_app, name="scores")
 

@@ -1,0 +1,214 @@
+"""``layerwatch monitor``: design chart limits from a false-alarm budget; replay scores offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from monitor import arl
+from monitor.alarms import PolicyError, PolicySet, load_policy
+from monitor.calibration import Calibration, fit_scores
+from monitor.design import DELTAS, ChartDesign
+from monitor.engine import JobMonitor
+
+app = typer.Typer(
+    help="Control charts for layer scores: design limits by ARL, replay a scores CSV offline.",
+    no_args_is_help=True,
+)
+console = Console(width=None if sys.stdout.isatty() else 120)  # files/CI: don't fold at 80
+
+ARL0 = Annotated[
+    float | None, typer.Option(help="stop-level ARL0 per build (overrides --layers/-prob)")
+]
+Layers = Annotated[int, typer.Option(help="layers per build: the false-alarm horizon")]
+Prob = Annotated[float, typer.Option(help="P(false stop per build); ARL0 = L / -ln(1-P)")]
+WarnProb = Annotated[float, typer.Option(help="P(false warning per build)")]
+Lam = Annotated[float, typer.Option(help="EWMA smoothing constant")]
+K = Annotated[float, typer.Option(help="CUSUM reference value (half the shift to detect)")]
+PolicyFile = Annotated[
+    Path | None, typer.Option(exists=True, dir_okay=False, help="alarm policy TOML")
+]
+
+POINT_COLUMNS = ("printer", "job", "layer", "chart", "statistic", "center", "lcl", "ucl", "signal")
+ALARM_COLUMNS = ("printer", "job", "layer", "chart", "level", "rule")
+
+
+def _design(arl0: float | None, layers: int, prob: float, warn_prob: float, lam: float, k: float):
+    try:
+        return ChartDesign(
+            layers=layers,
+            stop_false_alarm_prob=prob,
+            warn_false_alarm_prob=warn_prob,
+            stop_arl0=arl0,
+            lam=lam,
+            k=k,
+        )
+    except ValidationError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _policies(path: Path | None) -> PolicySet:
+    if path is None:
+        return PolicySet()
+    try:
+        return load_policy(path)
+    except PolicyError as e:
+        raise typer.BadParameter(str(e), param_hint="--policy") from None
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+@app.command()
+def design(
+    arl0: ARL0 = None,
+    layers: Layers = 1000,
+    false_alarm_prob: Prob = 0.05,
+    warn_false_alarm_prob: WarnProb = 0.2,
+    lam: Lam = 0.2,
+    k: K = 0.5,
+    policy: PolicyFile = None,
+    mc_runs: Annotated[int, typer.Option(help="Monte Carlo runs where no chain exists")] = 1000,
+) -> None:
+    """Print each chart's limit and its in-control and shifted ARLs (shift in sigma units)."""
+    d = _design(arl0, layers, false_alarm_prob, warn_false_alarm_prob, lam, k)
+    pol = _policies(policy).default
+    lim = d.solve(pol.warn.charts, pol.stop.criteria)
+    for level, build, n in (
+        ("stop", lim.stop_build_arl0, len(lim.stop_criteria)),
+        ("warn", lim.warn_build_arl0, len(lim.warn_charts)),
+    ):
+        console.print(
+            f"[bold]{level}[/]: build ARL0 {build:,.0f} (P(false {level} in {d.layers} layers) = "
+            f"{arl.false_alarm_prob(d.layers, build):.3g}), Šidák over {n} -> "
+            f"{arl.sidak_arl0(build, n):,.0f} per chart"
+        )
+    table = Table(show_lines=False)
+    for col in ("chart", "level", "limit", "ARL0", *(f"δ={dl:g}" for dl in DELTAS), "method"):
+        table.add_column(col, justify="right" if col.startswith(("ARL", "δ")) else "left")
+    for row in d.report(lim, rules=pol.warn.rules, mc_runs=mc_runs):
+        table.add_row(
+            row.chart,
+            row.level,
+            row.limit,
+            _fmt(row.arl0),
+            *(_fmt(row.shifted.get(dl)) for dl in DELTAS),
+            row.method,
+        )
+    console.print(table)
+
+
+def _optional(row: dict[str, str], key: str) -> float | None:
+    v = (row.get(key) or "").strip()
+    return float(v) if v else None
+
+
+def _read_jobs(path: Path) -> Iterator[tuple[str, str, list[tuple[Any, ...]]]]:
+    """Rows grouped by (printer, job) in order of first appearance, sorted by layer."""
+    jobs: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"printer", "job", "layer", "score"} - set(reader.fieldnames or ())
+        if missing:
+            raise typer.BadParameter(f"{path}: missing column(s) {sorted(missing)}")
+        for i, row in enumerate(reader, start=2):
+            try:
+                rec = (
+                    int(row["layer"]),
+                    _optional(row, "score"),
+                    _optional(row, "f1"),
+                    _optional(row, "f2"),
+                    _optional(row, "defect_area"),
+                )
+            except ValueError as e:
+                raise typer.BadParameter(f"{path}:{i}: {e}") from None
+            jobs.setdefault((row["printer"], row["job"]), []).append(rec)
+    for (printer, job), recs in jobs.items():
+        recs.sort(key=lambda r: r[0])
+        yield printer, job, recs
+
+
+def _calibration(path: Path | None) -> Calibration | None:
+    if path is None:
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        return Calibration(score=fit_scores(data))
+    return Calibration.from_dict(data)
+
+
+@app.command()
+def replay(
+    scores: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV of scores")],
+    out: Annotated[Path, typer.Option(help="directory for chart_points.csv and alarms.csv")],
+    policy: PolicyFile = None,
+    phase1_layers: Annotated[
+        int, typer.Option(min=10, help="Phase I = first M layers of each job")
+    ] = 100,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON list of in-control scores"),
+    ] = None,
+    arl0: ARL0 = None,
+    layers: Layers = 1000,
+    false_alarm_prob: Prob = 0.05,
+    warn_false_alarm_prob: WarnProb = 0.2,
+    lam: Lam = 0.2,
+    k: K = 0.5,
+) -> None:
+    """Chart a scores CSV (printer,job,layer,score[,f1,f2,defect_area]) through JobMonitor.
+
+    Phase I is the first M layers of each job (they get no chart points) unless --calibration
+    gives in-control scores; features and areas always take their Phase I from the job.
+    """
+    d = _design(arl0, layers, false_alarm_prob, warn_false_alarm_prob, lam, k)
+    policies = _policies(policy)
+    cal = _calibration(calibration)
+    out.mkdir(parents=True, exist_ok=True)
+    n_points = n_alarms = n_jobs = 0
+    with (
+        (out / "chart_points.csv").open("w", newline="", encoding="utf-8") as pf,
+        (out / "alarms.csv").open("w", newline="", encoding="utf-8") as af,
+    ):
+        points, alarms = csv.writer(pf), csv.writer(af)
+        points.writerow(POINT_COLUMNS)
+        alarms.writerow(ALARM_COLUMNS)
+        for printer, job, recs in _read_jobs(scores):
+            n_jobs += 1
+            mon = JobMonitor(
+                printer,
+                job,
+                design=d,
+                policy=policies.for_printer(printer),
+                calibration=cal,
+                phase1_layers=phase1_layers,
+            )
+            for rec in recs:
+                pts, events = mon.update(*rec)
+                layer = rec[0]
+                for p in pts:
+                    points.writerow(
+                        (printer, job, layer, p.chart, p.statistic, p.center, p.lcl, p.ucl,
+                         "true" if p.signal else "false")
+                    )  # fmt: skip
+                for e in events:
+                    alarms.writerow((printer, job, layer, e.chart, e.level, e.rule or ""))
+                n_points += len(pts)
+                n_alarms += len(events)
+    console.print(f"{n_jobs} job(s): {n_points} chart points, {n_alarms} alarm(s) -> {out}")
+
+
+if __name__ == "__main__":
+    app()
