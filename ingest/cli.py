@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ingest.messages import JPEG, PNG, LayerMessage
 from ingest.producer import LayerProducer, ProduceError
+from layerwatch.console import console
 
 app = typer.Typer(help="Send layer images to Kafka from a folder, a simulator or a webcam.")
-console = Console()
 log = logging.getLogger(__name__)
 
 PRINTER = typer.Option(..., "--printer", "-p", help="Printer id (the Kafka key).")

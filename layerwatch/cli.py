@@ -8,9 +8,9 @@ import sys
 import time
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from layerwatch.console import console, err
 from layerwatch.settings import get_settings
 
 app = typer.Typer(
@@ -21,8 +21,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
@@ -314,12 +312,14 @@ def demo(
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
     from ingest.cli import app as ingest_app
+    from monitor.alarms_cli import app as alarms_app
     from monitor.cli import app as monitor_app
     from scorer.service_cli import app as scorer_app
     from storage.cli import scores_app
 
     app.add_typer(ingest_app, name="ingest")
     app.add_typer(monitor_app, name="monitor")
+    app.add_typer(alarms_app, name="alarms")
     app.add_typer(scorer_app, name="scorer")
     app.add_typer(scores_app, name="scores")
 

@@ -109,7 +109,11 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicySet:
     return PolicySet(
         default,
         {
-            pid: _validate(_merge(data, over), f"{source} [printers.{pid}]")
+            # [printers.<id>.target] (where actions go) is read by monitor.actions.config
+            pid: _validate(
+                _merge(data, {k: v for k, v in over.items() if k != "target"}),
+                f"{source} [printers.{pid}]",
+            )
             for pid, over in printers.items()
         },
     )

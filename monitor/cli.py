@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from layerwatch.console import console
 from monitor import arl
 from monitor.alarms import PolicyError, PolicySet, load_policy
 from monitor.calibration import Calibration, fit_scores
@@ -24,7 +23,6 @@ app = typer.Typer(
     help="Control charts for layer scores: design limits by ARL, replay a scores CSV offline.",
     no_args_is_help=True,
 )
-console = Console(width=None if sys.stdout.isatty() else 120)  # files/CI: don't fold at 80
 
 ARL0 = Annotated[
     float | None, typer.Option(help="stop-level ARL0 per build (overrides --layers/-prob)")
@@ -212,3 +210,54 @@ def replay(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def run(
+    policy: PolicyFile = None,
+    phase1_layers: Annotated[
+        int, typer.Option(help="layers of a job used for Phase I where the model has none")
+    ] = 30,
+    layers: Layers = 1000,
+    false_alarm_prob: Prob = 0.05,
+    warn_prob: WarnProb = 0.2,
+) -> None:
+    """Run the monitor service: consumer group 'monitor' on the scores topic; chart points
+    and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers."""
+    from layerwatch.cli import _endpoints, fail
+    from layerwatch.kafka import ensure_topics
+    from layerwatch.settings import get_settings
+    from monitor.actions.config import PrinterConfigError, load_printers
+    from monitor.service import MonitorConfig, MonitorService
+    from storage import db
+
+    s = get_settings()
+    ep = _endpoints()
+    try:
+        db.require_current_schema(ep.database_url)
+        printers = load_printers(policy)
+    except (db.SchemaError, PrinterConfigError) as exc:
+        raise fail(str(exc)) from exc
+    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    cfg = MonitorConfig(
+        bootstrap=ep.kafka_bootstrap,
+        database_url=ep.database_url,
+        topics=s.topics,
+        policies=_policies(policy),
+        printers=printers,
+        design=_design(None, layers, false_alarm_prob, warn_prob, 0.2, 0.5),
+        phase1_layers=phase1_layers,
+        on_alarm=_grafana_hook(s),
+    )
+    service = MonitorService(cfg)
+    service.install_signal_handlers()
+    service.run()
+
+
+def _grafana_hook(settings):
+    """Post an annotation for every alarm when a Grafana URL is configured."""
+    if not settings.grafana_url:
+        return None
+    from layerwatch.grafana.annotations import alarm_annotation_hook
+
+    return alarm_annotation_hook(settings)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select, tuple_
+from sqlalchemy import Connection, Table, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from storage.models import (
+    Action,
+    Alarm,
     AnomalyMap,
     Base,
     ChartPoint,
@@ -98,4 +100,109 @@ def job_scores(conn: Connection, printer: str | None, job: str) -> list[dict[str
     q = select(t).where(t.c.job == job).order_by(t.c.printer, t.c.layer, t.c.model_version)
     if printer is not None:
         q = q.where(t.c.printer == printer)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def open_alarms(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:
+    """Insert alarms idempotently on (printer, job, chart, level, episode).
+
+    Returns (id, newly_opened) per row, in order: a replayed alarm gets its existing id back.
+    """
+    out = []
+    t = _table(Alarm)
+    for r in rows:
+        new_id = conn.execute(
+            insert(t).values(**r).on_conflict_do_nothing(constraint="uq_alarms_episode")
+            .returning(t.c.id)
+        ).scalar()  # fmt: skip
+        if new_id is not None:
+            out.append((int(new_id), True))
+            continue
+        existing = conn.execute(
+            select(t.c.id).where(
+                t.c.printer == r["printer"], t.c.job == r["job"], t.c.chart == r["chart"],
+                t.c.level == r["level"], t.c.episode == r["episode"],
+            )
+        ).scalar_one()  # fmt: skip
+        out.append((int(existing), False))
+    return out
+
+
+def action_succeeded(conn: Connection, alarm_id: int) -> bool:
+    t = _table(Action)
+    q = select(func.count()).where(t.c.alarm_id == alarm_id, t.c.ok.is_(True))
+    return conn.execute(q).scalar_one() > 0
+
+
+def record_actions(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store action attempts; attempt numbers continue after the ones already stored."""
+    if not rows:
+        return 0
+    t = _table(Action)
+    alarm_id = rows[0]["alarm_id"]
+    done = conn.execute(
+        select(func.coalesce(func.max(t.c.attempt), 0)).where(t.c.alarm_id == alarm_id)
+    ).scalar_one()
+    rows = [dict(r, attempt=done + i + 1) for i, r in enumerate(rows)]
+    return upsert(conn, Action, rows, keys=["alarm_id", "target", "command", "attempt"])
+
+
+def job_history(
+    conn: Connection, printer: str, job: str, model_version: str, before_layer: int
+) -> list[tuple[int, float, float, float, float]]:
+    """(layer, score, f1, f2, largest_area) of a job's already-scored layers, for rebuilding
+    the monitor's chart state after a restart."""
+    t = _table(Score)
+    q = (
+        select(t.c.layer, t.c.score, t.c.f1, t.c.f2, t.c.largest_area)
+        .where(t.c.printer == printer, t.c.job == job, t.c.model_version == model_version)
+        .where(t.c.layer < before_layer)
+        .order_by(t.c.layer)
+    )
+    return [tuple(r) for r in conn.execute(q)]
+
+
+def set_alarm_state(
+    conn: Connection, alarm_id: int, state: str, by: str | None, note: str | None
+) -> dict[str, Any]:
+    """Move an alarm along its state machine (validated by the caller)."""
+    t = _table(Alarm)
+    values: dict[str, Any] = {"state": state}
+    if state == "acknowledged":
+        values |= {"acknowledged_at": func.now(), "acknowledged_by": by}
+    elif state == "resolved":
+        values |= {"resolved_at": func.now()}
+    if note:
+        values["note"] = note
+    row = conn.execute(t.update().where(t.c.id == alarm_id).values(**values).returning(t))
+    return dict(row.one()._mapping)
+
+
+def get_alarm(conn: Connection, alarm_id: int) -> dict[str, Any] | None:
+    t = _table(Alarm)
+    row = conn.execute(select(t).where(t.c.id == alarm_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def list_alarms(
+    conn: Connection, state: str | None = None, job: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    t, a = _table(Alarm), _table(Action)
+    last_action = (
+        select(a.c.result, a.c.ok)
+        .where(a.c.alarm_id == t.c.id)
+        .order_by(a.c.id.desc())
+        .limit(1)
+        .lateral()
+    )
+    q = (
+        select(t, last_action.c.result.label("action_result"), last_action.c.ok.label("action_ok"))
+        .outerjoin(last_action, text("true"))
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
+    if state:
+        q = q.where(t.c.state == state)
+    if job:
+        q = q.where(t.c.job == job)
     return [dict(r._mapping) for r in conn.execute(q)]
