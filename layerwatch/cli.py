@@ -312,6 +312,8 @@ def demo(
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
     from ingest.cli import app as ingest_app
+    from layerwatch.grafana.cli import app as grafana_app
+    from layerwatch.report.cli import report
     from monitor.alarms_cli import app as alarms_app
     from monitor.cli import app as monitor_app
     from scorer.service_cli import app as scorer_app
@@ -320,6 +322,8 @@ def _register_packages() -> None:
     app.add_typer(ingest_app, name="ingest")
     app.add_typer(monitor_app, name="monitor")
     app.add_typer(alarms_app, name="alarms")
+    app.add_typer(grafana_app, name="grafana")
+    app.command("report")(report)
     app.add_typer(scorer_app, name="scorer")
     app.add_typer(scores_app, name="scores")
 

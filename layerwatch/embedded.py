@@ -372,29 +372,37 @@ def servers(settings: Settings) -> tuple[EmbeddedKafka, EmbeddedPostgres]:
     return EmbeddedKafka(settings.home), EmbeddedPostgres(settings.home)
 
 
-def resolve_endpoints(settings: Settings, start: bool = True) -> Endpoints:
-    """External endpoints when configured; otherwise the embedded ones (started if asked)."""
-    kafka, pg = servers(settings)
+def resolve_kafka(settings: Settings, start: bool = True) -> str:
+    """The configured bootstrap servers, else the embedded broker (started if asked)."""
     if settings.kafka_bootstrap:
-        bootstrap = settings.kafka_bootstrap
-    else:
-        st = kafka.start() if start else kafka.running()
-        if st is None:
-            raise EmbeddedServerError(
-                "the embedded Kafka broker is not running: run `layerwatch servers start` "
-                "or set LAYERWATCH_KAFKA_BOOTSTRAP"
-            )
-        bootstrap = st.address
+        return settings.kafka_bootstrap
+    kafka = EmbeddedKafka(settings.home)
+    st = kafka.start() if start else kafka.running()
+    if st is None:
+        raise EmbeddedServerError(
+            "the embedded Kafka broker is not running: run `layerwatch servers start` "
+            "or set LAYERWATCH_KAFKA_BOOTSTRAP"
+        )
+    return st.address
+
+
+def resolve_database(settings: Settings, start: bool = True) -> tuple[str, str]:
+    """(service URL, admin URL): the configured ones, else the embedded server's writer and
+    owner roles (the server started if asked)."""
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()
-        admin = (settings.database_admin_url or settings.database_url).get_secret_value()
-    else:
-        st = pg.start() if start else pg.running()
-        if st is None:
-            raise EmbeddedServerError(
-                "the embedded PostgreSQL is not running: run `layerwatch servers start` "
-                "or set LAYERWATCH_DATABASE_URL"
-            )
-        admin = st.address
-        url = EmbeddedPostgres.url(st.port, DB_WRITER)
-    return Endpoints(bootstrap, url, admin)
+        return url, (settings.database_admin_url or settings.database_url).get_secret_value()
+    pg = EmbeddedPostgres(settings.home)
+    st = pg.start() if start else pg.running()
+    if st is None:
+        raise EmbeddedServerError(
+            "the embedded PostgreSQL is not running: run `layerwatch servers start` "
+            "or set LAYERWATCH_DATABASE_URL"
+        )
+    return EmbeddedPostgres.url(st.port, DB_WRITER), st.address
+
+
+def resolve_endpoints(settings: Settings, start: bool = True) -> Endpoints:
+    """External endpoints when configured; otherwise the embedded ones (started if asked)."""
+    url, admin = resolve_database(settings, start)
+    return Endpoints(resolve_kafka(settings, start), url, admin)

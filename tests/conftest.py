@@ -19,7 +19,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from layerwatch.embedded import DB_WRITER, EmbeddedKafka, EmbeddedPostgres, Endpoints
+from layerwatch.embedded import (
+    DB_WRITER,
+    PG_SUPERUSER,
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    Endpoints,
+)
 
 
 def _docker_answers() -> bool:
@@ -51,20 +57,23 @@ def _kafka(home: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _postgres(home: Path) -> Iterator[tuple[str, str]]:
-    """(service url, admin url) of a server where the admin may create databases."""
+def _postgres(home: Path) -> Iterator[tuple[str, str, str]]:
+    """(service url, admin url, superuser url) of a server where the admin creates databases;
+    the superuser (the admin on external servers) drops them, ending every session first."""
     if url := os.environ.get("LAYERWATCH_DATABASE_URL"):
-        yield url, os.environ.get("LAYERWATCH_DATABASE_ADMIN_URL", url)
+        admin = os.environ.get("LAYERWATCH_DATABASE_ADMIN_URL", url)
+        yield url, admin, admin
     elif os.environ.get("LAYERWATCH_TEST_DOCKER") == "1" and _docker_answers():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver="psycopg") as pc:
-            yield pc.get_connection_url(), pc.get_connection_url()
+            yield pc.get_connection_url(), pc.get_connection_url(), pc.get_connection_url()
     else:
         pg = EmbeddedPostgres(home)
         st = pg.start()
         try:
-            yield EmbeddedPostgres.url(st.port, DB_WRITER), st.address
+            superuser = EmbeddedPostgres.url(st.port, PG_SUPERUSER, "postgres")
+            yield EmbeddedPostgres.url(st.port, DB_WRITER), st.address, superuser
         finally:
             pg.stop()
 
@@ -85,15 +94,15 @@ def kafka_bootstrap(lw_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_server(lw_home: Path) -> Iterator[tuple[str, str]]:
+def pg_server(lw_home: Path) -> Iterator[tuple[str, str, str]]:
     with _postgres(lw_home) as urls:
         yield urls
 
 
 @pytest.fixture
-def fresh_database(pg_server: tuple[str, str]) -> Iterator[tuple[str, str]]:
+def fresh_database(pg_server: tuple[str, str, str]) -> Iterator[tuple[str, str]]:
     """A new, empty database for one test: (service url, admin url); dropped afterwards."""
-    url, admin = pg_server
+    url, admin, superuser = pg_server
     name = f"lwtest_{uuid.uuid4().hex[:10]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -107,9 +116,11 @@ def fresh_database(pg_server: tuple[str, str]) -> Iterator[tuple[str, str]]:
 
         for u in (new_url, new_admin):
             make_engine(u).dispose()
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+        dropper = create_engine(superuser, isolation_level="AUTOCOMMIT")
+        with dropper.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        dropper.dispose()
 
 
 @pytest.fixture
