@@ -6,10 +6,16 @@ file that claims to be 60000×60000 is refused instead of allocating gigabytes.
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from layerwatch.settings import DEFAULT_MAX_PIXELS
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "decode_image", "encode_png", "read_image_file"]
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -95,10 +101,10 @@ def encode_png(img: np.ndarray, compression: int = 3) -> bytes:
     return buf.tobytes()
 
 
-def read_image_file(path, max_pixels: int, grayscale: bool | None = None) -> np.ndarray:
+def read_image_file(
+    path: str | os.PathLike[str], max_pixels: int, grayscale: bool | None = None
+) -> np.ndarray:
     """Decode an image file with the same bounds as a Kafka message; errors name the file."""
-    from pathlib import Path
-
     p = Path(path)
     try:
         return decode_image(p.read_bytes(), max_pixels, grayscale)

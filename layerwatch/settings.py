@@ -19,6 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# 4096×4096: far above a camera frame, far below a decompression bomb.
+DEFAULT_MAX_PIXELS = 16_777_216
+
 
 def _toml_file() -> Path:
     return Path(os.environ.get("LAYERWATCH_CONFIG", "layerwatch.toml"))
@@ -54,7 +57,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1, description="Partitions of the layer and score topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of new topics.")
     max_image_pixels: int = Field(
-        16_777_216, ge=1, description="Images above this pixel count are refused before decoding."
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="Images above this pixel count are refused before decoding.",
     )
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Producer message limit.")
     log_level: str = Field("INFO", description="Log level of the services.")

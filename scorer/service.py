@@ -102,6 +102,7 @@ class ScorerService:
         self.cfg = cfg
         self.metrics = Metrics()
         self.stop_event = threading.Event()
+        self.assigned = threading.Event()  # set once the group gave this member partitions
         self.engine = db.make_engine(cfg.database_url)
         self._consumer: Consumer | None = None
         self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
@@ -274,7 +275,7 @@ class ScorerService:
         cfg = self.cfg
         self.metrics.serve(cfg.metrics_port)
         self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
-        self._consumer.subscribe([cfg.topics.layers])
+        self._consumer.subscribe([cfg.topics.layers], on_assign=lambda *_: self.assigned.set())
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
         batches = 0
         try:

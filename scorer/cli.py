@@ -1,0 +1,149 @@
+"""``train``, ``score`` and ``evaluate`` commands; ``register(app)`` adds them to a Typer app."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from layerwatch.settings import DEFAULT_MAX_PIXELS
+
+# torch loads only when a command runs, so ``layerwatch --help`` stays fast.
+
+console = Console()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _options(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as int, float or left as strings."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out
+
+
+def train_cmd(
+    data: Path = typer.Argument(
+        ..., help="MVTec category folder (uses train/good) or a folder of normal images"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="model directory to write"),
+    method: str = typer.Option("radar", help="scoring method"),
+    max_minutes: float = typer.Option(10.0, help="wall-clock budget for training + calibration"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto|cpu|cuda"),
+    width: int = typer.Option(16, help="U-Net base width"),
+    channel_mults: str = typer.Option("1,2,2,2", help="U-Net channel multipliers"),
+    attention: str = typer.Option("16,8", help="feature-map sizes with self-attention"),
+    patch: int = typer.Option(64, help="patch size (pixels)"),
+    stride: int = typer.Option(48, help="patch stride at inference"),
+    steps: int = typer.Option(4000, help="maximum optimiser steps"),
+    batch: int = typer.Option(32, help="patches per training step"),
+    lr: float = typer.Option(1e-3),
+    holdout: float = typer.Option(0.2, help="share of normal images kept for calibration"),
+    t_candidates: str = typer.Option("50,100,200,300", help="candidate t* values"),
+    rotations: bool = typer.Option(True, help="90° rotations in augmentation"),
+    flips: bool = typer.Option(True, help="flips in augmentation"),
+    option: list[str] = typer.Option([], "--option", help="method option key=value (repeatable)"),
+) -> None:
+    """Train a model on normal images and calibrate it on a held-out share."""
+    from scorer.methods import TrainSettings, method_names
+    from scorer.train import train_model
+
+    if method not in method_names():
+        raise typer.BadParameter(f"unknown method {method!r}; known: {method_names()}")
+    settings = TrainSettings(
+        seed=seed, max_minutes=max_minutes, steps=steps, batch_size=batch, width=width,
+        channel_mults=_ints(channel_mults), attention_resolutions=_ints(attention), patch=patch,
+        stride=stride, lr=lr, holdout=holdout, t_candidates=_ints(t_candidates),
+        rotations=rotations, flips=flips, extra=_options(option),
+    )  # fmt: skip
+    result = train_model(data, out, method, settings, device, console)
+    meta = getattr(result.method, "metadata", {})
+    train_meta = meta.get("training", {})
+    console.print(
+        f"[green]model written to[/green] {result.model_dir} "
+        f"(version {result.model_version}, {result.seconds / 60:.1f} min, "
+        f"{train_meta.get('steps', '?')} steps, stopped by {train_meta.get('stopped_by', '?')}, "
+        f"t* = {meta.get('t_selection', {}).get('chosen', '?')})"
+    )
+
+
+def score_cmd(
+    model: Path = typer.Argument(..., help="model directory"),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="image or folder (recursive)"),
+    out: Path = typer.Option(..., "--out", "-o", help="results CSV"),
+    maps: Path | None = typer.Option(None, "--maps", help="folder for .npy maps + PNG overlays"),
+    device: str = typer.Option("auto", help="auto|cpu|cuda"),
+    batch_size: int = typer.Option(8, help="images per network batch"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="refuse images larger than this"),
+) -> None:
+    """Score images with a trained model; one CSV row per image."""
+    from scorer.batch import score_paths
+    from scorer.device import pick_device
+    from scorer.methods import load_model
+
+    m = load_model(model, pick_device(device))
+    start = time.perf_counter()
+    n = score_paths(m, input_path, out, maps, batch_size, max_pixels)
+    console.print(f"scored {n} images in {time.perf_counter() - start:.1f} s → {out}")
+
+
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="model directory"),
+    category: Path = typer.Argument(..., help="MVTec-layout category folder"),
+    json_out: Path | None = typer.Option(None, "--json", help="default MODEL/eval/CATEGORY.json"),
+    png_out: Path | None = typer.Option(None, "--png", help="default MODEL/eval/CATEGORY.png"),
+    device: str = typer.Option("auto", help="auto|cpu|cuda"),
+    batch_size: int = typer.Option(8, help="images per network batch"),
+) -> None:
+    """Image/pixel metrics at the model's own decision, throughput, a JSON and a PNG."""
+    from scorer.device import pick_device
+    from scorer.evaluate import evaluate
+    from scorer.methods import load_model
+
+    m = load_model(model, pick_device(device))
+    name = Path(category).resolve().name
+    json_out = json_out or model / "eval" / f"{name}.json"
+    png_out = png_out or model / "eval" / f"{name}.png"
+    report = evaluate(m, category, json_out, png_out, batch_size)
+    table = Table(
+        title=f"{report.method} on {name} ({report.n_good} good, {report.n_defect} defect)"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "image_auroc", "accuracy", "precision", "recall", "f1", "false_positive_rate",
+        "pixel_auroc", "pro", "images_per_second", "latency_ms_mean",
+    ):  # fmt: skip
+        table.add_row(key, f"{getattr(report, key):.4f}")
+    console.print(table)
+    console.print(f"written {json_out} and {png_out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the scorer's top-level commands to the application."""
+    app.command("train")(train_cmd)
+    app.command("score")(score_cmd)
+    app.command("evaluate")(evaluate_cmd)
+
+
+if __name__ == "__main__":
+    _app = typer.Typer(add_completion=False, no_args_is_help=True)
+    register(_app)
+    _app()

@@ -1,0 +1,56 @@
+"""Pick the compute device and the settings that make it fast.
+
+One place decides precision and memory layout so train, score and the bench agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """How to run the network: where, in which precision, with which layout and batch."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    patch_batch: int
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """bf16 autocast on CUDA; a no-op on CPU (CPU bf16 is slower than fp32 here)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a 4-D batch to the device in the layout the network expects."""
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def pick_device(name: str = "auto") -> DeviceInfo:
+    """Resolve ``auto|cpu|cuda``; CUDA asked for but absent is an error, not a fallback."""
+    if name not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {name!r}")
+    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        return DeviceInfo(
+            torch.device("cuda"), torch.bfloat16, channels_last=True, patch_batch=1024
+        )
+    # Measured on the 2-core CPU (width 16/32, 64×64 patches): channels_last halves the forward
+    # time and chunks of 8–16 patches beat 32–64 by 1.5–3× (cache), so CPU runs small chunks.
+    return DeviceInfo(torch.device("cpu"), None, channels_last=True, patch_batch=16)

@@ -1,0 +1,85 @@
+"""Isolation Forest on (f1, f2), refitted deterministically from stored features (no pickle)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+
+@dataclass(frozen=True)
+class IsoForestConfig:
+    """``contamination`` is the share of calibration images expected above the threshold.
+
+    ``threshold="crossfit"`` (ours, default) puts the threshold at the (1 − contamination)
+    quantile of *out-of-sample* calibration scores; sklearn's own offset (``"sklearn"``) is a
+    quantile of in-sample scores, which are biased low, and with ``contamination="auto"`` it is
+    a fixed −0.5: measured on held-out normals that flagged 40 % of good test images.
+    """
+
+    n_estimators: int = 200
+    contamination: float | str = 0.02
+    random_state: int = 0
+    threshold: str = "crossfit"
+    folds: int = 5
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class IsoForestDetector:
+    """Image score = −score_samples (higher = more anomalous); decision = score > −offset_.
+
+    The forest is a deterministic function of (features, config), so the artifact stores only
+    those and every load rebuilds the identical forest.
+    """
+
+    def __init__(self, features: np.ndarray, config: IsoForestConfig | None = None) -> None:
+        self.config = config or IsoForestConfig()
+        self.features = np.asarray(features, dtype=np.float64).reshape(-1, 2)
+        if len(self.features) < 2:
+            raise ValueError("Isolation Forest needs at least 2 calibration images")
+        if self.config.threshold not in ("crossfit", "sklearn"):
+            raise ValueError(f"threshold must be 'crossfit' or 'sklearn', not {config.threshold!r}")
+        self.forest = self._fit(self.features)
+        self.calibration_scores = self.cross_fitted_scores(self.config.folds)
+        if self.config.threshold == "sklearn":
+            self.threshold = float(-self.forest.offset_)
+        else:
+            c = self.config.contamination
+            if not isinstance(c, float | int) or not 0 < c < 0.5:
+                raise ValueError(f"crossfit threshold needs 0 < contamination < 0.5, got {c!r}")
+            self.threshold = float(np.quantile(self.calibration_scores, 1.0 - c))
+
+    def _fit(self, features: np.ndarray) -> IsolationForest:
+        c = self.config
+        return IsolationForest(
+            n_estimators=c.n_estimators,
+            contamination=c.contamination if c.threshold == "sklearn" else "auto",
+            random_state=c.random_state,
+        ).fit(features)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return -self.forest.score_samples(np.asarray(features, dtype=np.float64).reshape(-1, 2))
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self.threshold
+
+    def cross_fitted_scores(self, folds: int) -> np.ndarray:
+        """Out-of-sample scores of the calibration images (each scored by a forest fitted on the
+        other folds), a fair Phase I reference: in-sample scores are biased low."""
+        n = len(self.features)
+        folds = max(2, min(folds, n))
+        if n < 2 * folds:
+            folds = max(2, n // 2)
+        order = np.random.default_rng(self.config.random_state).permutation(n)
+        out = np.empty(n)
+        for k in range(folds):
+            held = order[k::folds]
+            rest = np.setdiff1d(order, held)
+            if len(rest) < 2:
+                out[held] = self.score(self.features[held])
+                continue
+            out[held] = -self._fit(self.features[rest]).score_samples(self.features[held])
+        return out

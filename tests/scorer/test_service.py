@@ -1,0 +1,270 @@
+"""The scorer service against the real broker and database: exactly-once effects, dead letters,
+a SIGKILL mid-stream, and two scorers sharing a consumer group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer
+from sqlalchemy import text
+
+from ingest.messages import LayerMessage
+from ingest.producer import LayerProducer
+from layerwatch.embedded import Endpoints, free_port
+from layerwatch.kafka import Topics, consumer_config, ensure_topics
+from scorer.device import pick_device
+from scorer.messages import ScoreMessage
+from scorer.methods import load_model
+from scorer.service import ScorerService, ServiceConfig
+from storage import db
+
+BIN = Path(sys.executable).parent / "layerwatch"
+
+
+@pytest.fixture
+def layers(make_texture):
+    """layers(printers, per_printer, job) → layer messages of synthetic textures."""
+
+    def make(printers: int, per_printer: int, job: str, seed: int = 0) -> list[LayerMessage]:
+        return _layers(make_texture, printers, per_printer, job, seed)
+
+    return make
+
+
+def _layers(texture, printers: int, per_printer: int, job: str, seed: int) -> list[LayerMessage]:
+    rng = np.random.default_rng(seed)
+    return [
+        LayerMessage.from_image(f"p{p}", job, i, texture(rng), z_mm=0.2 * (i + 1))
+        for i in range(per_printer)
+        for p in range(printers)
+    ]
+
+
+def _produce(ep: Endpoints, topics: Topics, msgs: list) -> None:
+    with LayerProducer(ep.kafka_bootstrap, 1 << 22, topics.layers) as p:
+        for m in msgs:
+            p.send(m)
+
+
+def _count(ep: Endpoints, sql: str, **params: object) -> int:
+    with db.make_engine(ep.database_url).connect() as conn:
+        return int(conn.execute(text(sql), params).scalar_one())
+
+
+def _wait_rows(ep: Endpoints, job: str, n: int, timeout: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline:
+        got = _count(ep, "SELECT count(*) FROM scores WHERE job = :j", j=job)
+        if got >= n:
+            return got
+        time.sleep(0.3)
+    return got
+
+
+def _score_messages(ep: Endpoints, topics: Topics, job: str, expect: int) -> list[ScoreMessage]:
+    """Read the scores topic from the start with a fresh group; wait for quiet after ``expect``."""
+    c = Consumer(consumer_config(ep.kafka_bootstrap, f"check-{job}-{time.time()}"))
+    c.subscribe([topics.scores])
+    out: list[ScoreMessage] = []
+    deadline = time.monotonic() + 60
+    quiet_until = None
+    while time.monotonic() < deadline:
+        m = c.poll(0.3)
+        if m is not None and not m.error():
+            sm = ScoreMessage.decode(m.value(), m.headers())
+            if sm.job == job:
+                out.append(sm)
+        if len(out) >= expect:
+            quiet_until = quiet_until or time.monotonic() + 3
+            if time.monotonic() > quiet_until:
+                break
+    c.close()
+    return out
+
+
+def _config(ep: Endpoints, topics: Topics, **kw) -> ServiceConfig:
+    base = dict(
+        bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
+        max_image_pixels=1_000_000, max_message_bytes=1 << 22, batch_size=4, max_wait_ms=100,
+    )  # fmt: skip
+    base.update(kw)
+    return ServiceConfig(**base)
+
+
+def _run_in_thread(service: ScorerService) -> threading.Thread:
+    th = threading.Thread(target=service.run, daemon=True)
+    th.start()
+    return th
+
+
+def test_n_layers_give_n_rows_and_n_messages(
+    layers, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 3)
+    n, job = 12, "job-n"
+    _produce(endpoints, topics, layers(3, 4, job))
+    service = ScorerService(
+        load_model(tiny_model_dir, pick_device("cpu")), _config(endpoints, topics)
+    )
+    th = _run_in_thread(service)
+    try:
+        assert _wait_rows(endpoints, job, n) == n
+    finally:
+        service.stop_event.set()
+        th.join(30)
+    msgs = _score_messages(endpoints, topics, job, n)
+    assert len(msgs) == n
+    assert sorted((m.printer, m.layer) for m in msgs) == sorted(
+        (f"p{p}", i) for p in range(3) for i in range(4)
+    )
+    assert _count(endpoints, "SELECT count(*) FROM anomaly_maps WHERE job = :j", j=job) == n
+    assert _count(endpoints, "SELECT count(*) FROM layers WHERE job = :j", j=job) == n
+    assert _count(endpoints, "SELECT count(*) FROM models WHERE config ? 'calibration'") == 1
+    assert _count(endpoints, "SELECT count(*) FROM scores WHERE e2e_latency_ms > 0") >= n
+
+
+def test_bad_records_go_to_dead_letters_and_the_stream_goes_on(
+    layers, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 1)
+    job = "job-dlq"
+    good = layers(1, 4, job)
+    corrupt = LayerMessage(
+        **{**good[0].__dict__, "layer": 10, "payload": b"\x89PNG\r\n\x1a\n" + b"x" * 50}
+    )
+    truncated = LayerMessage(**{**good[0].__dict__, "layer": 11, "payload": good[0].payload[:60]})
+    stream = [good[0], corrupt, good[1], truncated, good[2]]
+    _produce(endpoints, topics, stream)
+    with LayerProducer(endpoints.kafka_bootstrap, 1 << 22, topics.layers) as p:
+        bad_headers = [(k, b"layer/7" if k == "lw-schema" else v) for k, v in good[3].headers()]
+        p._producer.produce(topics.layers, good[3].payload, good[3].key, headers=bad_headers)
+        p.send(good[3])
+    service = ScorerService(
+        load_model(tiny_model_dir, pick_device("cpu")), _config(endpoints, topics)
+    )
+    th = _run_in_thread(service)
+    try:
+        assert _wait_rows(endpoints, job, 4) == 4
+        deadline = time.monotonic() + 30
+        while (
+            _count(endpoints, "SELECT count(*) FROM dead_letters") < 3
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    finally:
+        service.stop_event.set()
+        th.join(30)
+    with db.make_engine(endpoints.database_url).connect() as conn:
+        rows = conn.execute(
+            text("SELECT field, reason, payload FROM dead_letters ORDER BY id")
+        ).all()
+    assert len(rows) == 3
+    assert [r.field for r in rows] == ["value", "value", "lw-schema"]
+    assert "corrupt" in rows[0].reason or "truncated" in rows[0].reason
+    assert "unsupported layer version 7" in rows[2].reason
+    assert rows[1].payload == good[0].payload[:60]  # the bad record itself is kept
+    layers = _count(endpoints, "SELECT count(DISTINCT layer) FROM scores WHERE job = :j", j=job)
+    assert layers == 4
+
+
+def _env(ep: Endpoints, topics: Topics, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERWATCH_")}
+    env.update(
+        LAYERWATCH_KAFKA_BOOTSTRAP=ep.kafka_bootstrap, LAYERWATCH_DATABASE_URL=ep.database_url,
+        LAYERWATCH_TOPIC_PREFIX=topics.prefix, LAYERWATCH_TOPIC_PARTITIONS="4", **extra,
+    )  # fmt: skip
+    return env
+
+
+def _scorer(ep: Endpoints, topics: Topics, model: Path, log: Path, port: int = 0):
+    return subprocess.Popen(
+        [str(BIN), "scorer", "run", "--model", str(model), "--batch", "2",
+         "--metrics-port", str(port)],
+        env=_env(ep, topics), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(
+    layers, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 4)
+    job, n = "job-kill", 40
+    _produce(endpoints, topics, layers(4, 10, job))
+    log = tmp_path / "scorer.log"
+    proc = _scorer(endpoints, topics, tiny_model_dir, log)
+    try:
+        got = _wait_rows(endpoints, job, 6, timeout=90)
+        assert 6 <= got < n, f"scorer was too fast or too slow to kill mid-stream ({got})"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = _count(endpoints, "SELECT count(*) FROM scores WHERE job = :j", j=job)
+        proc = _scorer(endpoints, topics, tiny_model_dir, log)
+        assert _wait_rows(endpoints, job, n, timeout=120) == n, log.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    time.sleep(1)
+    assert _count(endpoints, "SELECT count(*) FROM scores WHERE job = :j", j=job) == n
+    layers = _count(
+        endpoints, "SELECT count(DISTINCT (printer, layer)) FROM scores WHERE job = :j", j=job
+    )
+    assert layers == n
+    assert before < n
+
+
+def _metric(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+@pytest.mark.slow
+def test_two_scorers_share_the_partitions(
+    layers, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 4)
+    ports = [free_port(), free_port()]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [
+        _scorer(endpoints, topics, tiny_model_dir, lg, pt)
+        for lg, pt in zip(logs, ports, strict=True)
+    ]
+    try:
+        # Both members must have joined before the layers arrive (steady state).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all("scorer running" in lg.read_text() for lg in logs if lg.exists()) and all(
+                lg.exists() for lg in logs
+            ):
+                break
+            time.sleep(0.3)
+        time.sleep(8)  # the group settles (join delay ≈ session.timeout / 2)
+        job, n = "job-two", 48
+        _produce(endpoints, topics, layers(8, 6, job))
+        assert _wait_rows(endpoints, job, n, timeout=120) == n
+        counts = [_metric(p, "layerwatch_layers_scored") for p in ports]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+    assert all(c > 0 for c in counts), f"one scorer did no work: {counts}"
+    assert sum(counts) == n, f"a layer was scored twice: {counts}"
+    assert len(_score_messages(endpoints, topics, job, n)) == n
