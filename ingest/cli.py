@@ -28,12 +28,12 @@ JOB = typer.Option(..., "--job", "-j", help="Print job id.")
 def _producer() -> Iterator[tuple[LayerProducer, threading.Event]]:
     """A producer on the configured (or embedded) broker, and a stop flag set by SIGTERM/^C."""
     from layerwatch.cli import _endpoints
-    from layerwatch.kafka import ensure_topics
+    from layerwatch.kafka import ensure_configured_topics
     from layerwatch.settings import get_settings
 
     s = get_settings()
     ep = _endpoints()
-    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    ensure_configured_topics(s, ep.kafka_bootstrap)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -213,11 +214,11 @@ app.add_typer(topics_app, name="topics")
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the LayerWatch topics that are missing (idempotent)."""
-    from layerwatch.kafka import ensure_topics
+    from layerwatch.kafka import ensure_configured_topics
 
     s = get_settings()
     ep = _endpoints()
-    created = ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    created = ensure_configured_topics(s, ep.kafka_bootstrap)
     for name, n in s.topics.partitions(s.topic_partitions).items():
         state = "created" if name in created else "exists"
         console.print(f"{name:24} {n:3d} partitions  {state}")
@@ -244,14 +245,14 @@ def up(
     from rich.live import Live
 
     from layerwatch.embedded import servers
-    from layerwatch.kafka import ensure_topics
+    from layerwatch.kafka import ensure_configured_topics
     from layerwatch.supervisor import ProcessSpec, Supervisor
     from storage import db
 
     s = get_settings()
     ep = _endpoints()
     db.upgrade(ep.database_admin_url)
-    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    ensure_configured_topics(s, ep.kafka_bootstrap)
     exe = [sys.executable, "-m", "layerwatch"]
     logs = Path(s.home) / "logs"
     specs = [
@@ -297,13 +298,45 @@ def up(
 
 @app.command("demo")
 def demo(
-    layers: int = typer.Option(12, "--layers", min=1, help="Layers to stream."),
+    layers: int = typer.Option(40, "--layers", min=5, help="Layers in the simulated print."),
+    defect_at: int = typer.Option(25, "--defect-at", min=1, help="Layer where the defect starts."),
+    defect: str = typer.Option("stringing", help="FDM defect kind (see `simulate gallery`)."),
+    severity: float = typer.Option(0.8, min=0.05, max=1.0, help="Defect severity."),
+    interval: float = typer.Option(0.6, min=0.0, help="Seconds between layers."),
+    size: int = typer.Option(128, help="Layer image size in pixels."),
+    train_steps: int = typer.Option(400, min=10, help="Training steps on the first run."),
+    train_minutes: float = typer.Option(6.0, help="Training time cap on the first run."),
+    summary: Path | None = typer.Option(None, "--summary", help="Write the summary as JSON."),
+    report: Path | None = typer.Option(None, "--report", help="HTML report path."),
+    octoprint: str | None = typer.Option(
+        None, help="Pause this OctoPrint instead of the built-in virtual printer."
+    ),
+    api_key: str | None = typer.Option(
+        None, envvar="LAYERWATCH_OCTOPRINT_API_KEY", help="OctoPrint API key."
+    ),
+    keep_servers: bool = typer.Option(False, help="Leave the embedded servers running."),
 ) -> None:
-    """Run LayerWatch end to end on the embedded servers."""
-    from layerwatch.demo import run_demo
+    """Stream a simulated print through Kafka → scorer → monitor on the embedded servers;
+    a defect appears at a known layer and the monitor stops the printer. Trains (first run)
+    or reuses the cached demo model. Exit 0 when the defect is caught within 2 layers with no
+    false alarm, 2 when the pipeline ran but missed that mark."""
+    from layerwatch.demo import DemoOptions, run_demo
 
-    code = run_demo(get_settings(), layers=layers, console=console)
-    raise typer.Exit(code)
+    if defect_at >= layers:
+        raise typer.BadParameter("must be below --layers", param_hint="--defect-at")
+    from ingest.simulate import DEFECT_KINDS
+
+    if defect not in DEFECT_KINDS["fdm"]:
+        known = ", ".join(DEFECT_KINDS["fdm"])
+        raise typer.BadParameter(f"unknown {defect!r}; known: {known}", param_hint="--defect")
+    if octoprint and not api_key:
+        raise typer.BadParameter("needs --api-key", param_hint="--octoprint")
+    opts = DemoOptions(
+        layers=layers, defect_at=defect_at, defect=defect, severity=severity, interval=interval,
+        size=size, train_steps=train_steps, train_minutes=train_minutes, summary=summary,
+        report=report, octoprint=octoprint, api_key=api_key, keep_servers=keep_servers,
+    )  # fmt: skip
+    raise typer.Exit(run_demo(get_settings(), opts, console))
 
 
 # --------------------------------------------------------------------------- packages
@@ -312,13 +345,17 @@ def demo(
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
     from ingest.cli import app as ingest_app
+    from ingest.simulate.cli import app as simulate_app
     from layerwatch.grafana.cli import app as grafana_app
     from layerwatch.report.cli import report
     from monitor.alarms_cli import app as alarms_app
     from monitor.cli import app as monitor_app
+    from scorer.cli import register as register_scorer
     from scorer.service_cli import app as scorer_app
     from storage.cli import scores_app
 
+    register_scorer(app)
+    app.add_typer(simulate_app, name="simulate")
     app.add_typer(ingest_app, name="ingest")
     app.add_typer(monitor_app, name="monitor")
     app.add_typer(alarms_app, name="alarms")
@@ -326,6 +363,11 @@ def _register_packages() -> None:
     app.command("report")(report)
     app.add_typer(scorer_app, name="scorer")
     app.add_typer(scores_app, name="scores")
+    try:  # bench/ lives in the source tree; installed wheels without it just lack `bench`
+        from bench.compare import app as bench_app
+    except ModuleNotFoundError:
+        return
+    app.add_typer(bench_app, name="bench")
 
 
 _register_packages()

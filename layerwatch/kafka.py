@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+if TYPE_CHECKING:
+    from layerwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +92,19 @@ def ensure_topics(
     default_partitions: int,
     replication: int = 1,
     timeout: float = 15.0,
+    max_message_bytes: int | None = None,
 ) -> list[str]:
     """Create the LayerWatch topics that are missing; returns the names created.
 
     Idempotent: existing topics are left as they are (Tansu refuses to add partitions, so
-    topics are created with their final count).
+    topics are created with their final count). ``max_message_bytes`` sets the topics'
+    ``max.message.bytes``: layer images exceed a real broker's 1 MiB default.
     """
+    config = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [
-        NewTopic(name, num_partitions=n, replication_factor=replication)
+        NewTopic(name, num_partitions=n, replication_factor=replication, config=config)
         for name, n in topics.partitions(default_partitions).items()
         if name not in existing
     ]
@@ -113,3 +120,14 @@ def ensure_topics(
                 raise
     log.info("topics created", extra={"topics": created})
     return created
+
+
+def ensure_configured_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """``ensure_topics`` with the partitions, replication and size limit from the settings."""
+    return ensure_topics(
+        bootstrap,
+        settings.topics,
+        settings.topic_partitions,
+        settings.topic_replication,
+        max_message_bytes=settings.max_message_bytes,
+    )

@@ -218,6 +218,13 @@ def run(
     phase1_layers: Annotated[
         int, typer.Option(help="layers of a job used for Phase I where the model has none")
     ] = 30,
+    phase1: Annotated[
+        str,
+        typer.Option(
+            help="Phase I source: 'model' (the model's calibration scores) or 'job' (each "
+            "job's first --phase1-layers layers)"
+        ),
+    ] = "model",
     layers: Layers = 1000,
     false_alarm_prob: Prob = 0.05,
     warn_prob: WarnProb = 0.2,
@@ -225,12 +232,14 @@ def run(
     """Run the monitor service: consumer group 'monitor' on the scores topic; chart points
     and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers."""
     from layerwatch.cli import _endpoints, fail
-    from layerwatch.kafka import ensure_topics
+    from layerwatch.kafka import ensure_configured_topics
     from layerwatch.settings import get_settings
     from monitor.actions.config import PrinterConfigError, load_printers
     from monitor.service import MonitorConfig, MonitorService
     from storage import db
 
+    if phase1 not in ("model", "job"):
+        raise typer.BadParameter("must be 'model' or 'job'", param_hint="--phase1")
     s = get_settings()
     ep = _endpoints()
     try:
@@ -238,7 +247,7 @@ def run(
         printers = load_printers(policy)
     except (db.SchemaError, PrinterConfigError) as exc:
         raise fail(str(exc)) from exc
-    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    ensure_configured_topics(s, ep.kafka_bootstrap)
     cfg = MonitorConfig(
         bootstrap=ep.kafka_bootstrap,
         database_url=ep.database_url,
@@ -247,6 +256,7 @@ def run(
         printers=printers,
         design=_design(None, layers, false_alarm_prob, warn_prob, 0.2, 0.5),
         phase1_layers=phase1_layers,
+        phase1=phase1,  # type: ignore[arg-type]
         on_alarm=_grafana_hook(s),
     )
     service = MonitorService(cfg)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy import select
@@ -55,6 +55,11 @@ class MonitorConfig:
     printers: dict[str, PrinterConfig] = field(default_factory=dict)
     design: ChartDesign = field(default_factory=ChartDesign)
     phase1_layers: int = 30
+    # "model": Phase I from the model's calibration scores, charts from the first layer on;
+    # "job": from each job's first ``phase1_layers`` layers. The model's hold-out mixes layers
+    # of many parts, so a job whose part scores a little differently drifts a CUSUM/EWMA out
+    # of control without a defect; "job" trades the first layers for that job's own baseline.
+    phase1: Literal["model", "job"] = "model"
     batch_size: int = 64
     max_wait_ms: int = 200
     group: str = MONITOR_GROUP
@@ -84,6 +89,7 @@ class MonitorService:
         self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
         self._consumer: Consumer | None = None
         self.stop_event = threading.Event()
+        self.assigned = threading.Event()  # set once the group gave this member partitions
         self._errors: list[str] = []
 
     # ------------------------------------------------------------------ chart state
@@ -112,7 +118,9 @@ class MonitorService:
             jm = JobMonitor(
                 sm.printer, sm.job, design=self.cfg.design,
                 policy=self.cfg.policies.for_printer(sm.printer),
-                calibration=self._calibration(sm.model_version),
+                calibration=(
+                    self._calibration(sm.model_version) if self.cfg.phase1 == "model" else None
+                ),
                 phase1_layers=self.cfg.phase1_layers,
             )  # fmt: skip
             with self.engine.connect() as conn:
@@ -183,7 +191,7 @@ class MonitorService:
                                 f"no printer target configured for {e.printer!r}")]  # fmt: skip
         else:
             try:
-                target = target_for(cfg)
+                target = target_for(cfg, e.printer)
                 attempts = run_action(
                     target, e.action, alarm, retries=cfg.retries, backoff_s=cfg.backoff_s
                 )  # type: ignore[arg-type]
@@ -229,7 +237,7 @@ class MonitorService:
     def run(self) -> None:
         cfg = self.cfg
         self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
-        self._consumer.subscribe([cfg.topics.scores])
+        self._consumer.subscribe([cfg.topics.scores], on_assign=lambda *_: self.assigned.set())
         log.info("monitor running", extra={"group": cfg.group})
         try:
             while not self.stop_event.is_set():

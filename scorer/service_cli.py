@@ -38,9 +38,9 @@ def run(
         method = load_model(model, pick_device(device))
     except ArtifactError as exc:
         raise fail(str(exc)) from exc
-    from layerwatch.kafka import ensure_topics
+    from layerwatch.kafka import ensure_configured_topics
 
-    ensure_topics(ep.kafka_bootstrap, s.topics, s.topic_partitions, s.topic_replication)
+    ensure_configured_topics(s, ep.kafka_bootstrap)
     cfg = ServiceConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=s.topics,
         max_image_pixels=s.max_image_pixels, max_message_bytes=s.max_message_bytes,

@@ -25,7 +25,7 @@ from scorer.data import (
 )
 from scorer.device import DeviceInfo, pick_device
 from scorer.diffusion import GaussianDiffusion
-from scorer.methods import Method, TrainData, TrainSettings, get_method, save_model
+from scorer.methods import Method, TrainData, TrainSettings, get_method, load_model, save_model
 
 
 @dataclass
@@ -223,4 +223,7 @@ def train_model(
     train_data = load_train_data(data, settings)
     model = get_method(method).fit(train_data, settings, dev, deadline, console)
     version = save_model(model, out)
-    return TrainResult(model, Path(out), version, time.monotonic() - start)
+    # Serve what was written: the reloaded model carries its version (a hash of the files),
+    # which the scorer stamps on every score and the monitor uses to find its Phase I.
+    saved = load_model(out, dev)
+    return TrainResult(saved, Path(out), version, time.monotonic() - start)

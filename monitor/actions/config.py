@@ -2,7 +2,7 @@
 
 ```toml
 [printers.mk4.target]
-kind = "octoprint"                  # octoprint | moonraker | webhook | none
+kind = "octoprint"                  # octoprint | moonraker | webhook | builtin | none
 url = "http://10.0.0.12"
 api_key_env = "OCTOPRINT_MK4_KEY"   # the key itself only ever comes from the environment
 ```
@@ -18,12 +18,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.actions.base import Target
-from monitor.actions.printers import Moonraker, OctoPrint, Webhook
+from monitor.actions.printers import BuiltinPrinter, Moonraker, OctoPrint, Webhook
 
 
 class PrinterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["octoprint", "moonraker", "webhook", "none"] = "none"
+    kind: Literal["octoprint", "moonraker", "webhook", "builtin", "none"] = "none"
     url: str | None = None
     api_key_env: str | None = Field(None, description="environment variable holding the key")
     retries: int = Field(3, ge=0, le=10)
@@ -49,9 +49,11 @@ def load_printers(path: Path | None) -> dict[str, PrinterConfig]:
     return out
 
 
-def target_for(cfg: PrinterConfig) -> Target | None:
+def target_for(cfg: PrinterConfig, printer: str = "") -> Target | None:
     if cfg.kind == "none":
         return None
+    if cfg.kind == "builtin":
+        return BuiltinPrinter(printer)
     if not cfg.url:
         raise PrinterConfigError(f"a {cfg.kind} target needs a url")
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""

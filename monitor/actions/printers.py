@@ -70,3 +70,29 @@ class Webhook:
             return http_outcome(
                 lambda: c.post(self.url, json=body), request, (200, 201, 202, 204), "webhook"
             )
+
+
+BUILTIN_STATES: dict[str, str] = {}
+"""State of the built-in printers of this process (printer id → printing | paused | cancelled)."""
+
+
+@dataclass
+class BuiltinPrinter:
+    """A printer that lives in this process (the demo's): a pause really stops its print,
+    because the demo's layer source stops producing layers while it is paused."""
+
+    printer: str
+    name: str = "builtin"
+
+    def execute(self, command: Command, alarm: dict[str, Any]) -> Outcome:
+        request = {"printer": self.printer, "command": command}
+        state = BUILTIN_STATES.get(self.printer, "printing")
+        if command == "pause":
+            if state == "cancelled":
+                return Outcome(False, 409, "built-in printer: the print was cancelled", request)
+            BUILTIN_STATES[self.printer] = "paused"
+            return Outcome(True, 204, f"built-in printer {self.printer} paused", request)
+        if command == "cancel":
+            BUILTIN_STATES[self.printer] = "cancelled"
+            return Outcome(True, 204, f"built-in printer {self.printer} cancelled", request)
+        return Outcome(False, None, f"built-in printer has no {command!r} action", request)
