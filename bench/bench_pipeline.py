@@ -68,7 +68,12 @@ def _span_s(url: str, job: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=Path(".layerwatch/models/demo"))
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path(".layerwatch/models/demo-fdm_rectilinear-128"),
+        help="a model directory (default: the one `layerwatch demo` trains)",
+    )
     ap.add_argument("--layers", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--interval", type=float, default=0.0, help="paced run (0 = 1.5× model time)")

@@ -167,8 +167,11 @@ class DemoPrinter:
 
 
 def _stream(opts: DemoOptions, job: str, bootstrap: str, topics, settings, printer: DemoPrinter,
-            sent: list[int], stop: threading.Event) -> None:  # fmt: skip
-    """The camera: one simulated layer every ``interval`` s while the printer prints."""
+            sent: list[int], stop: threading.Event, captures: Path) -> None:  # fmt: skip
+    """The camera: one simulated layer every ``interval`` s while the printer prints; it keeps
+    each image in ``captures`` (the database keeps only scores and maps) for the report."""
+    import cv2
+
     from ingest.messages import LayerMessage
     from ingest.producer import LayerProducer
     from ingest.simulate import DefectEvent, simulate_print
@@ -183,6 +186,7 @@ def _stream(opts: DemoOptions, job: str, bootstrap: str, topics, settings, print
                 return
             if not printer.printing():
                 return  # a paused printer prints no more layers
+            cv2.imwrite(str(captures / f"{frame.layer:05d}.png"), frame.image)  # the camera's copy
             producer.send(LayerMessage.from_image(PRINTER, job, frame.layer, frame.image,
                                                   z_mm=frame.z_mm))  # fmt: skip
             producer.flush()
@@ -300,6 +304,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
         th.start()
     job = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     engine = db.make_engine(ep.database_url)
+    captures = settings.home / "captures" / job
+    captures.mkdir(parents=True, exist_ok=True)
     sent: list[int] = []
     stop = threading.Event()
     try:
@@ -311,7 +317,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
                       f"{opts.defect_at}, one layer every {opts.interval:g}s")  # fmt: skip
         feeder = threading.Thread(
             target=_stream, args=(opts, job, ep.kafka_bootstrap, topics, settings, printer,
-                                  sent, stop), daemon=True,
+                                  sent, stop, captures), daemon=True,
         )  # fmt: skip
         feeder.start()
         with Live(console=console, refresh_per_second=4) as live:
@@ -352,7 +358,10 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
         from layerwatch.report.render import render_report
 
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(render_report(ep.database_url, job, PRINTER), encoding="utf-8")
+        report_path.write_text(
+            render_report(ep.database_url, job, PRINTER, images=str(captures / "{layer:05d}.png")),
+            encoding="utf-8",
+        )
         report = str(report_path)
     except Exception as exc:  # the run itself succeeded; say why there is no report
         console.print(f"[yellow]report not written: {exc}[/]")

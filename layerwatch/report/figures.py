@@ -50,16 +50,22 @@ def control_chart(series: ChartSeries, alarms: Sequence[tuple[int, str]] = ()) -
             zorder=5,
             label="signal",
         )
+    levels: dict[int, set[str]] = {}
     for layer, level in alarms:
-        ax.axvline(layer, color=RED if level == "stop" else ORANGE, lw=1.2, ls=":", zorder=1)
+        levels.setdefault(layer, set()).add(level)
+    for layer, at in sorted(levels.items()):  # one line and one label per layer
+        level = "stop" if "stop" in at else "warn"
+        colour = RED if level == "stop" else ORANGE
+        ax.axvline(layer, color=colour, lw=1.2, ls=":", zorder=1)
         ax.annotate(
             f"{level} @ {layer}",
             (layer, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, -11),
+            xytext=(-3, -11),
             textcoords="offset points",
+            ha="right",
             fontsize=8,
-            color=RED if level == "stop" else ORANGE,
+            color=colour,
         )
     ax.set_title(series.spec.title, loc="left", fontsize=11, fontweight="bold")
     ax.set_xlabel("layer")

@@ -26,7 +26,7 @@ def _layer_image(pattern: str | None, layer: int) -> np.ndarray | None:
 
 def _caption(w: WorstLayer) -> str:
     return (
-        f"layer {w.layer}: score {w.score:.4g}, defect area {w.defect_area:,.0f} px, "
+        f"layer {w.layer}: score {w.score:.4g}, defect area {w.defect_area:.2%} of the layer, "
         f"largest cluster {w.largest_area:,.0f} px ({w.model_version})"
     )
 

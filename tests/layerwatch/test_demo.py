@@ -49,7 +49,7 @@ def test_demo_streams_a_print_through_the_pipeline_and_caches_its_model(
         assert summary["stop_result"].startswith("ok")
         assert summary["layers_sent"] <= summary["first_stop_layer"] + 3
     report = (tmp_path / "report.html").read_text()
-    assert summary["job"] in report and "<img" in report
+    assert summary["job"] in report and "over the layer image" in report
     model_dir = settings.home / "models" / "demo-fdm_rectilinear-64"
     assert (model_dir / "model.safetensors").is_file() and "training RADAR" in text
 
