@@ -233,6 +233,9 @@ def up(
     scorers: int = typer.Option(1, min=1, help="Scorer processes in the consumer group."),
     monitor: bool = typer.Option(True, help="Run the monitor service too."),
     policy: str | None = typer.Option(None, help="Alarm policy TOML for the monitor."),
+    phase1: str = typer.Option(
+        "model", help="Monitor Phase I: 'model' (calibration scores) or 'job' (first layers)."
+    ),
     stop_servers: bool = typer.Option(
         False, help="Stop the embedded servers on exit (default: leave them running)."
     ),
@@ -240,6 +243,8 @@ def up(
     """Start everything: embedded servers (unless external ones are configured), migrations,
     topics, the scorer(s) and the monitor as supervised processes, with a live status table.
     Ctrl-C stops the services cleanly."""
+    if phase1 not in ("model", "job"):
+        raise typer.BadParameter("must be 'model' or 'job'", param_hint="--phase1")
     from pathlib import Path
 
     from rich.live import Live
@@ -272,7 +277,8 @@ def up(
         for i in range(scorers)
     ]
     if monitor:
-        argv = [*exe, "monitor", "run"] + (["--policy", policy] if policy else [])
+        argv = [*exe, "monitor", "run", "--phase1", phase1]
+        argv += ["--policy", policy] if policy else []
         specs.append(ProcessSpec("monitor", argv, logs / "monitor.log"))
     sup = Supervisor(specs)
     sup.start_all()

@@ -162,7 +162,12 @@ class StopThresholds:
 
 
 class AlarmTracker:
-    """Turns each layer's chart points into alarm events, one per episode."""
+    """Turns each layer's chart points into alarm events, one per episode.
+
+    Alarms act on increases of the anomaly score only: a higher score is worse, and layers
+    scoring lower than Phase I (a part that prints cleaner than the calibration mix) are no
+    reason to warn or stop. The charts still record a lower-side signal (``rule == "lower"``),
+    so a dashboard shows it."""
 
     def __init__(
         self,
@@ -183,13 +188,13 @@ class AlarmTracker:
     def _stop_hit(self, p: ChartPoint) -> tuple[str, float] | None:
         th, crit, name = self.thresholds, self.stop_criteria, p.chart
         if name == "cusum" and "cusum" in crit and th.cusum_h is not None:
-            if abs(p.statistic) > th.cusum_h:
+            if p.statistic > th.cusum_h:  # C+ only: see the class docstring
                 return "h_stop", th.cusum_h
         elif name == "cluster" and "cluster" in crit and th.cluster_area is not None:
             if p.statistic >= th.cluster_area:
                 return "area_critical", th.cluster_area
         elif name == "shewhart" and "consecutive" in crit and th.consecutive_limit is not None:
-            beyond = abs(p.statistic - p.center) > th.consecutive_limit
+            beyond = p.statistic - p.center > th.consecutive_limit
             self.run = self.run + 1 if beyond else 0
             if self.run >= th.consecutive_k:
                 return f"{th.consecutive_k}_consecutive", th.consecutive_limit
@@ -200,11 +205,11 @@ class AlarmTracker:
         seen: set[str] = set()
         for p in points:
             seen.add(p.chart)
-            if p.signal and p.chart in self.warn_charts:
+            if p.signal and p.chart in self.warn_charts and p.rule != "lower":
                 hits[(p.chart, "warn")] = (
                     p.rule,
                     p.statistic,
-                    p.lcl if p.rule == "lower" else p.ucl,
+                    p.ucl,
                 )
             stop = self._stop_hit(p)
             if stop is not None:

@@ -125,14 +125,17 @@ def test_missing_points_do_not_end_an_episode() -> None:
 def test_stop_criteria() -> None:
     tracker = _tracker(cusum_h=9.0, cluster_area=50.0, consecutive_limit=2.0, consecutive_k=3)
     assert tracker.observe(1, [_pt("cusum", True, 8.0)])[0].level == "warn"
-    stop = tracker.observe(2, [_pt("cusum", True, -9.5, "lower")])
+    # A score far *below* Phase I neither warns nor stops: higher is worse.
+    assert tracker.observe(2, [_pt("cusum", True, -9.5, "lower")]) == []
+    assert _tracker().observe(1, [_pt("ewma", True, -4.0, "lower")]) == []
+    stop = tracker.observe(3, [_pt("cusum", True, 9.5, "upper")])
     assert [(e.chart, e.level, e.rule, e.action) for e in stop] == [
         ("cusum", "stop", "h_stop", "pause")
     ]
     events = [tracker.observe(10 + i, [_pt("shewhart", False, z)]) for i, z in enumerate(
-        [2.5, -2.5, 1.0, 2.5, 2.1, 2.2]
+        [2.5, -2.5, 1.0, -2.5, -2.1, -2.2, 2.5, 2.1, 2.2]
     )]  # fmt: skip
-    assert [len(e) for e in events] == [0, 0, 0, 0, 0, 1]
+    assert [len(e) for e in events] == [0, 0, 0, 0, 0, 0, 0, 0, 1]
     assert (events[-1][0].chart, events[-1][0].rule) == ("consecutive", "3_consecutive")
     area = tracker.observe(20, [_pt("cluster", False, 50.0)])
     assert [(e.chart, e.level, e.rule) for e in area] == [("cluster", "stop", "area_critical")]
