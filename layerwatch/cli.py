@@ -350,6 +350,7 @@ def demo(
 
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
+    from bench.compare import app as bench_app
     from ingest.cli import app as ingest_app
     from ingest.simulate.cli import app as simulate_app
     from layerwatch.grafana.cli import app as grafana_app
@@ -369,10 +370,6 @@ def _register_packages() -> None:
     app.command("report")(report)
     app.add_typer(scorer_app, name="scorer")
     app.add_typer(scores_app, name="scores")
-    try:  # bench/ lives in the source tree; installed wheels without it just lack `bench`
-        from bench.compare import app as bench_app
-    except ModuleNotFoundError:
-        return
     app.add_typer(bench_app, name="bench")
 
 

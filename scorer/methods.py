@@ -113,7 +113,10 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _load_builtin() -> None:
-    import scorer.radar  # noqa: F401  (registers itself)
+    import scorer.ddpm_recon
+    import scorer.diffusionad
+    import scorer.pca
+    import scorer.radar  # noqa: F401  (each module registers itself)
 
 
 def get_method(name: str) -> type[Method]:

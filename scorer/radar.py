@@ -18,10 +18,11 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, check_state_dict, require
+from scorer.calibration import pixel_threshold, to_results
 from scorer.data import to_model_tensor
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
-from scorer.features import FeatureConfig, ImageFeatures, defect_mask, image_features
+from scorer.features import FeatureConfig, ImageFeatures, image_features
 from scorer.isoforest import IsoForestConfig, IsoForestDetector
 from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
@@ -223,24 +224,15 @@ class RadarScorer:
         matrix = np.array([[f.f1, f.f2] for f in feats])
         scores = self.detector.score(matrix)
         flags = self.detector.decide(scores)
-        masks = [
-            defect_mask(f.pixel_map, self.pixel_threshold, self.config.features) for f in feats
-        ]
-        latency = (time.perf_counter() - start) * 1000.0 / len(images)
-        return [
-            ScoreResult(
-                score=float(s),
-                anomalous=bool(a),
-                f1=f.f1,
-                f2=f.f2,
-                defect_area=m.defect_area,
-                largest_area=m.largest_area,
-                bbox=m.bbox,
-                anomaly_map=f.pixel_map,
-                latency_ms=latency,
-            )
-            for s, a, f, m in zip(scores, flags, feats, masks, strict=True)
-        ]
+        return to_results(
+            [f.pixel_map for f in feats],
+            scores,
+            flags,
+            [(f.f1, f.f2) for f in feats],
+            self.pixel_threshold,
+            self.config.features,
+            start,
+        )
 
     # ---- calibration --------------------------------------------------------------------------
 
@@ -279,8 +271,9 @@ class RadarScorer:
         feats = per_t[t_star]
         matrix = np.array([[x.f1, x.f2] for x in feats])
         self.detector = IsoForestDetector(matrix, self.config.iforest)
-        pixels = np.concatenate([x.pixel_map.ravel() for x in feats])
-        self.pixel_threshold = float(np.quantile(pixels, self.config.pixel_quantile))
+        self.pixel_threshold = pixel_threshold(
+            [x.pixel_map for x in feats], self.config.pixel_quantile
+        )
         self.metadata["t_selection"] = {
             "criterion": self.config.criterion,
             "candidates": list(candidates),

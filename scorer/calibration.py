@@ -1,0 +1,116 @@
+"""Pieces every method shares: thresholds from held-out normal data only, and anomaly maps →
+``ScoreResult`` (mask, area, box, latency) so all methods report the same way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scorer.artifact import ArtifactError, require
+from scorer.features import FeatureConfig, defect_mask, global_norm, max_window_norm
+from scorer.methods import ScoreResult
+
+# Share of held-out normal images a method may flag (the same 2 % as RADAR's forest
+# contamination, so every method's image threshold is set at the same false-alarm rate).
+DEFAULT_CONTAMINATION = 0.02
+# RADAR's pixel quantile; all methods use it for their pixel masks.
+DEFAULT_PIXEL_QUANTILE = 0.999
+
+
+def pixel_threshold(maps: Sequence[np.ndarray], quantile: float) -> float:
+    """High quantile of every pixel of the held-out normal maps."""
+    pixels = np.concatenate([np.asarray(m).ravel() for m in maps])
+    return float(np.quantile(pixels, quantile))
+
+
+def image_threshold(scores: Sequence[float] | np.ndarray, contamination: float) -> float:
+    """(1 − contamination) quantile of held-out normal image scores."""
+    if not 0.0 < contamination < 0.5:
+        raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2:
+        raise ValueError("calibration needs at least 2 held-out normal images")
+    return float(np.quantile(s, 1.0 - contamination))
+
+
+def map_features(maps: Sequence[np.ndarray], window: int) -> list[tuple[float, float]]:
+    """RADAR's (f1, f2) computed on any anomaly map: RMS and hottest w×w window RMS.
+
+    Reported by every method so ``ScoreResult.f1/f2`` mean the same kind of thing everywhere.
+    """
+    out = []
+    for m in maps:
+        x = torch.as_tensor(np.asarray(m, np.float32))[None, None]
+        out.append((float(global_norm(x)[0]), float(max_window_norm(x, window)[0])))
+    return out
+
+
+def top_k_mean(anomaly_map: np.ndarray, k: int) -> float:
+    """Mean of the k largest map values (DiffusionAD's image score)."""
+    flat = np.asarray(anomaly_map, np.float64).ravel()
+    k = max(1, min(k, flat.size))
+    return float(np.partition(flat, flat.size - k)[-k:].mean())
+
+
+def to_results(
+    maps: Sequence[np.ndarray],
+    scores: Sequence[float] | np.ndarray,
+    flags: Sequence[bool] | np.ndarray,
+    features: Sequence[tuple[float, float]],
+    pixel_thr: float,
+    mask_config: FeatureConfig,
+    started: float,
+) -> list[ScoreResult]:
+    """One ``ScoreResult`` per map: the pixel mask at the calibrated threshold and its stats.
+
+    ``started`` is the batch's ``time.perf_counter()`` start; the latency includes the masks.
+    """
+    masks = [defect_mask(m, pixel_thr, mask_config) for m in maps]
+    latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(maps), 1)
+    out = []
+    for m, s, a, (f1, f2), mask in zip(maps, scores, flags, features, masks, strict=True):
+        out.append(
+            ScoreResult(
+                score=float(s),
+                anomalous=bool(a),
+                f1=float(f1),
+                f2=float(f2),
+                defect_area=mask.defect_area,
+                largest_area=mask.largest_area,
+                bbox=mask.bbox,
+                anomaly_map=m,
+                latency_ms=latency_ms,
+            )
+        )
+    return out
+
+
+def threshold_record(
+    scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    pixel_thr: float,
+    contamination: float,
+    pixel_quantile: float,
+) -> dict[str, Any]:
+    """The calibration block stored in an artifact's config.json."""
+    return {
+        "image_scores": [float(s) for s in scores],
+        "threshold": float(threshold),
+        "contamination": contamination,
+        "pixel_threshold": float(pixel_thr),
+        "pixel_quantile": pixel_quantile,
+    }
+
+
+def read_thresholds(cal: dict[str, Any], where: Path) -> tuple[float, float]:
+    """(image threshold, pixel threshold) from a stored calibration block, checked."""
+    thr = float(require(cal, "threshold", (int, float), where))
+    pix = float(require(cal, "pixel_threshold", (int, float), where))
+    if not (np.isfinite(thr) and np.isfinite(pix)):
+        raise ArtifactError(where, "calibration thresholds are not finite")
+    return thr, pix
