@@ -5,12 +5,19 @@ micro-batch the order is (1) score, (2) upsert scores/maps/dead letters in one t
 (3) produce score and dead-letter messages and wait for their delivery reports, (4) commit
 the offsets. A crash between any two steps replays the batch, and the replay overwrites
 the same rows (natural keys) — so the tables never hold a layer twice.
+
+Two stages overlap: while a writer thread makes batch k durable (steps 2–4: database, Kafka,
+commit, mostly waiting on I/O), the consumer thread decodes and scores batch k+1 (step 1, CPU).
+The writer commits strictly in batch order, and once a batch could not be made durable (a stop
+while the database was unreachable) it commits nothing after it, so no offset ever passes a
+layer that is not stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import threading
 import time
@@ -66,6 +73,18 @@ class BatchOutcome:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
+@dataclass
+class ScoredBatch:
+    """A micro-batch after the model, before anything is durable."""
+
+    msgs: Sequence[Message]
+    outcome: BatchOutcome
+    layer_rows: list[dict] = field(default_factory=list)
+    score_rows: list[dict] = field(default_factory=list)
+    map_rows: list[dict] = field(default_factory=list)
+    latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (e2e, model)
+
+
 class Metrics:
     """Prometheus metrics of one scorer process (own registry: several can live in a test)."""
 
@@ -108,6 +127,7 @@ class ScorerService:
         self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
         self._delivery_errors: list[str] = []
         self._last_lag = 0.0
+        self._writer_error: Exception | None = None
         self._register_model()
 
     def _register_model(self) -> None:
@@ -126,6 +146,10 @@ class ScorerService:
 
     def process(self, msgs: Sequence[Message]) -> BatchOutcome:
         """Decode, score and persist one micro-batch; does not commit offsets."""
+        return self.persist(self.score(msgs))
+
+    def score(self, msgs: Sequence[Message]) -> ScoredBatch:
+        """Step 1: decode and score; bad records become dead letters. No I/O."""
         out = BatchOutcome()
         decoded: list[tuple[Message, LayerMessage, np.ndarray]] = []
         for m in msgs:
@@ -138,6 +162,7 @@ class ScorerService:
         results = self._score([img for _, _, img in decoded], out, decoded)
         now = datetime.now(UTC)
         score_rows, map_rows, layer_rows = [], [], []
+        latencies: list[tuple[float, float]] = []
         for (_m, lm, img), res in results:
             e2e_ms = (now - lm.captured_at).total_seconds() * 1000.0
             sm = ScoreMessage(
@@ -165,17 +190,24 @@ class ScorerService:
                     "model_version": sm.model_version, "width": img.shape[1],
                     "height": img.shape[0], "scale": scale, "png": png,
                 })  # fmt: skip
-            self.metrics.latency.observe(max(e2e_ms, 0.0) / 1000.0)
-            self.metrics.model_latency.observe(sm.latency_ms / 1000.0)
+            latencies.append((max(e2e_ms, 0.0) / 1000.0, sm.latency_ms / 1000.0))
+        return ScoredBatch(msgs, out, layer_rows, score_rows, map_rows, latencies)
+
+    def persist(self, batch: ScoredBatch) -> BatchOutcome:
+        """Steps 2–3: one database transaction, then the messages with delivery reports."""
+        out, layer_rows = batch.outcome, batch.layer_rows
         with self.engine.begin() as conn:
             repository.register_jobs(conn, {(r["printer"], r["job"]) for r in layer_rows})
             repository.upsert_layers(conn, layer_rows)
-            repository.upsert_scores(conn, score_rows)
-            repository.upsert_maps(conn, map_rows)
+            repository.upsert_scores(conn, batch.score_rows)
+            repository.upsert_maps(conn, batch.map_rows)
             repository.add_dead_letters(conn, [self._dead_row(d) for d in out.dead])
         self._publish(out)
+        for e2e_s, model_s in batch.latencies_s:
+            self.metrics.latency.observe(e2e_s)
+            self.metrics.model_latency.observe(model_s)
         self.metrics.layers.inc(len(out.scored))
-        self.metrics.batch.observe(len(msgs))
+        self.metrics.batch.observe(len(batch.msgs))
         for d in out.dead:
             self.metrics.errors.labels(d.field or "model").inc()
             log.warning(
@@ -270,30 +302,56 @@ class ScorerService:
             pass
 
     def run(self, max_batches: int | None = None) -> None:
-        """Consume until stopped (SIGTERM/SIGINT or ``stop_event``); the batch in hand is
+        """Consume until stopped (SIGTERM/SIGINT or ``stop_event``); the batches in hand are
         finished and committed before exiting."""
         cfg = self.cfg
         self.metrics.serve(cfg.metrics_port)
         self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
         self._consumer.subscribe([cfg.topics.layers], on_assign=lambda *_: self.assigned.set())
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
+        # One batch waits while the writer persists the previous one: bounded memory, and at
+        # most two batches replay after a crash.
+        pending: queue.Queue[ScoredBatch | None] = queue.Queue(maxsize=1)
+        writer = threading.Thread(target=self._write_loop, args=(pending,), name="scorer-writer")
+        writer.start()
         batches = 0
         try:
-            while not self.stop_event.is_set():
+            while not self.stop_event.is_set() and self._writer_error is None:
                 msgs = self._consumer.consume(cfg.batch_size, cfg.max_wait_ms / 1000.0)
                 msgs = [m for m in msgs if m.error() is None]
-                if msgs and self._process_with_retry(msgs):
-                    self._commit(msgs)
+                if msgs:
+                    pending.put(self.score(msgs))
                     batches += 1
                     if max_batches is not None and batches >= max_batches:
                         break
                 self._update_lag()
         finally:
+            pending.put(None)
+            writer.join()
             self._consumer.close()
             self._producer.flush(10)
             log.info("scorer stopped", extra={"batches": batches})
+        if self._writer_error is not None:
+            raise self._writer_error
 
-    def _process_with_retry(self, msgs: Sequence[Message]) -> bool:
+    def _write_loop(self, pending: queue.Queue[ScoredBatch | None]) -> None:
+        """Persist and commit batches in order; after one is abandoned, commit nothing more."""
+        abandoned = False
+        while (batch := pending.get()) is not None:
+            if abandoned:
+                continue  # not durable: the group replays it after a restart
+            try:
+                if self._persist_with_retry(batch):
+                    self._commit(batch.msgs)
+                else:
+                    abandoned = True
+            except Exception as exc:  # a bug, not an outage: stop the service, loudly
+                log.exception("scorer writer failed")
+                self._writer_error = exc
+                self.stop_event.set()
+                abandoned = True
+
+    def _persist_with_retry(self, batch: ScoredBatch) -> bool:
         """Retry a batch while the database or broker is unreachable; never skip it.
 
         Returns False if asked to stop before the batch was durable (it will be replayed).
@@ -301,7 +359,7 @@ class ScorerService:
         delay = 0.5
         while True:
             try:
-                self.process(msgs)
+                self.persist(batch)
                 return True
             except (OperationalError, KafkaException) as exc:
                 log.error(
