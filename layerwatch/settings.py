@@ -1,7 +1,10 @@
 """Effective configuration: defaults < ``layerwatch.toml`` < ``LAYERWATCH_*`` environment variables.
 
-One object is read once per process and passed down; nothing else reads the environment,
-so `layerwatch config show` prints exactly what the services use.
+One object is read once per process and passed down, so `layerwatch config show` prints what
+the services use. Two kinds of secrets stay outside it on purpose: printer API keys, read from
+the variable each printer's policy names (``api_key_env``) when an action runs, and the
+``LAYERWATCH_GRAFANA_DB_*`` variables, which Grafana itself reads from the provisioned data
+source, not LayerWatch.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,8 @@ PolicyFile = Annotated[
 
 POINT_COLUMNS = ("printer", "job", "layer", "chart", "statistic", "center", "lcl", "ucl", "signal")
 ALARM_COLUMNS = ("printer", "job", "layer", "chart", "level", "rule")
+
+log = logging.getLogger(__name__)
 
 
 def _design(arl0: float | None, layers: int, prob: float, warn_prob: float, lam: float, k: float):
@@ -265,8 +268,12 @@ def run(
 
 
 def _grafana_hook(settings):
-    """Post an annotation for every alarm when a Grafana URL is configured."""
+    """Post an annotation for every alarm when a Grafana URL and token are configured (the
+    annotations API needs the token; a URL alone would fail on every alarm)."""
     if not settings.grafana_url:
+        return None
+    if settings.grafana_token is None:
+        log.warning("grafana_url is set but grafana_token is not: no alarm annotations")
         return None
     from layerwatch.grafana.annotations import alarm_annotation_hook
 

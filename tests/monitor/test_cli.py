@@ -118,3 +118,15 @@ def test_design_table() -> None:
     )
     assert res.exit_code == 0, res.output
     assert "build ARL0 370" in res.output
+
+
+def test_alarm_annotations_need_both_grafana_url_and_token(tmp_path) -> None:
+    from layerwatch.settings import Settings
+    from monitor.cli import _grafana_hook
+
+    assert _grafana_hook(Settings(home=tmp_path)) is None
+    assert _grafana_hook(Settings(home=tmp_path, grafana_url="http://127.0.0.1:9")) is None
+    hook = _grafana_hook(
+        Settings(home=tmp_path, grafana_url="http://127.0.0.1:9", grafana_token="glsa_x")
+    )
+    assert callable(hook)
