@@ -28,7 +28,11 @@ WarnChart = Literal[
     "shewhart", "ewma", "cusum", "selfstart", "mewma", "t2", "cluster", "adwin", "pagehinkley"
 ]
 StopCriterion = Literal["cusum", "cluster", "consecutive"]
-DEFAULT_WARN: tuple[WarnChart, ...] = ("shewhart", "ewma", "cusum", "mewma", "t2", "cluster")
+# MEWMA is available but not a default: on real score streams (autocorrelated features, a part
+# that sits a little off the calibration mix) its in-control ARL was far below design. Measured
+# on 8 normal simulated 60-layer prints with the demo model and Phase I from the model: MEWMA
+# warned in 4 of them within 45 layers, T² on the same features in none.
+DEFAULT_WARN: tuple[WarnChart, ...] = ("shewhart", "ewma", "cusum", "t2", "cluster")
 DEFAULT_STOP: tuple[StopCriterion, ...] = ("cusum", "cluster", "consecutive")
 DELTAS = (0.5, 1.0, 2.0, 3.0)
 ArlFn = Callable[[float], "float | None"]

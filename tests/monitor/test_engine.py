@@ -55,10 +55,10 @@ def test_missing_inputs_skip_their_charts() -> None:
     mon = JobMonitor("p", "j", calibration=cal)
     names = lambda pts: sorted(p.chart for p in pts)  # noqa: E731
     assert names(mon.update(1, 0.1, 0.2, -0.1, 3.0)[0]) == [
-        "cluster", "cusum", "ewma", "mewma", "shewhart", "t2"
+        "cluster", "cusum", "ewma", "shewhart", "t2"
     ]  # fmt: skip
     assert names(mon.update(2, float("nan"), 0.2, None, 3.0)[0]) == ["cluster"]
-    assert names(mon.update(3, None, 0.2, 0.1)[0]) == ["mewma", "t2"]
+    assert names(mon.update(3, None, 0.2, 0.1)[0]) == ["t2"]
 
 
 def test_detects_a_planted_shift_at_the_right_layer() -> None:
@@ -114,7 +114,7 @@ def test_feature_and_area_charts() -> None:
     area_stop = mon.tracker.thresholds.cluster_area
     assert area_stop is not None and area_stop > 10
     points, events = mon.update(101, 0.0, 0.0, 0.0, area_stop + 1)
-    assert {p.chart for p in points} == {"shewhart", "ewma", "cusum", "mewma", "t2", "cluster"}
+    assert {p.chart for p in points} == {"shewhart", "ewma", "cusum", "t2", "cluster"}
     assert [(e.chart, e.level) for e in events] == [("cluster", "warn"), ("cluster", "stop")]
 
 
