@@ -75,9 +75,11 @@ def main() -> None:
         default=Path(".layerwatch/models/demo-fdm_rectilinear-128"),
         help="a model directory (default: the one `layerwatch demo` trains)",
     )
-    ap.add_argument("--layers", type=int, default=48)
+    ap.add_argument("--layers", type=int, default=96, help="burst size (steady state)")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--interval", type=float, default=0.0, help="paced run (0 = 1.5× model time)")
+    ap.add_argument(
+        "--interval", type=float, default=0.0, help="paced run (0 = 1.5× the burst time per layer)"
+    )
     ap.add_argument("--paced-layers", type=int, default=16)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -120,7 +122,7 @@ def main() -> None:
         _wait_rows(ep.database_url, "burst", len(frames))
         burst_ips = len(frames) / _span_s(ep.database_url, "burst")
 
-        interval = args.interval or 1.5 * raw_s / len(frames)
+        interval = args.interval or 1.5 / burst_ips  # below the pipeline's capacity
         with LayerProducer(ep.kafka_bootstrap, settings.max_message_bytes, topics.layers) as p:
             for i in range(args.paced_layers):
                 p.send(LayerMessage.from_image(
