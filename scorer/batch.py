@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from scorer.data import DEFAULT_MAX_PIXELS, iter_batches, list_images, read_image
+from scorer.data import DEFAULT_MAX_PIXELS, ImageError, iter_batches, list_images, read_image
 from scorer.methods import Method, ScoreResult
 
 CSV_COLUMNS = (
@@ -54,6 +55,19 @@ def _row(path: str, r: ScoreResult, version: str) -> dict[str, object]:
     }
 
 
+@dataclass
+class ScoreRun:
+    """What ``score_paths`` did: images scored, and the files it could not read (with why)."""
+
+    scored: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _shown(p: Path, input_path: Path) -> str:
+    """The path as given on input joined with the relative name."""
+    return str(input_path / p.relative_to(input_path)) if input_path.is_dir() else str(input_path)
+
+
 def score_paths(
     model: Method,
     input_path: Path,
@@ -61,23 +75,37 @@ def score_paths(
     maps_dir: Path | None = None,
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> int:
-    """Score an image or a folder into a CSV (and maps); returns the number of images."""
+) -> ScoreRun:
+    """Score an image or a folder into a CSV (and maps), in sorted order.
+
+    A file that is not a readable image within the size bound is skipped and reported, and the
+    rest are scored; images of different sizes never share a network batch."""
     paths = list_images(input_path)
     if not paths:
         raise FileNotFoundError(f"{input_path}: no images")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
+    run = ScoreRun()
     with out_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for batch in iter_batches(paths, batch_size):
-            images = [read_image(p, model.channels, max_pixels) for p in batch]
-            for p, img, r in zip(batch, images, model.score_batch(images), strict=True):
-                rel = p.relative_to(input_path) if input_path.is_dir() else None
-                shown = str(input_path / rel) if rel is not None else str(input_path)
-                writer.writerow(_row(shown, r, model.model_version))
+            loaded: list[tuple[Path, np.ndarray]] = []
+            for p in batch:
+                try:
+                    loaded.append((p, read_image(p, model.channels, max_pixels)))
+                except ImageError as exc:
+                    run.failed.append((_shown(p, input_path), str(exc)))
+            results: dict[Path, ScoreResult] = {}
+            for shape in dict.fromkeys(img.shape for _, img in loaded):
+                group = [(p, img) for p, img in loaded if img.shape == shape]
+                scored = model.score_batch([img for _, img in group])
+                results.update(zip((p for p, _ in group), scored, strict=True))
+            for p, img in loaded:
+                r = results[p]
+                writer.writerow(_row(_shown(p, input_path), r, model.model_version))
+                run.scored += 1
                 if maps_dir is not None:
                     name = map_name(p, input_path)
                     np.save(maps_dir / f"{name}.npy", r.anomaly_map.astype(np.float32))
@@ -85,4 +113,4 @@ def score_paths(
                         str(maps_dir / f"{name}.png"),
                         overlay(img, r.anomaly_map, model.pixel_threshold),
                     )
-    return len(paths)
+    return run

@@ -93,15 +93,21 @@ def score_cmd(
     batch_size: int = typer.Option(8, help="images per network batch"),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="refuse images larger than this"),
 ) -> None:
-    """Score images with a trained model; one CSV row per image."""
+    """Score images with a trained model; one CSV row per image. Unreadable files are listed
+    and skipped (exit code 1 at the end), the rest are scored."""
     from scorer.batch import score_paths
     from scorer.device import pick_device
     from scorer.methods import load_model
 
     m = load_model(model, pick_device(device))
     start = time.perf_counter()
-    n = score_paths(m, input_path, out, maps, batch_size, max_pixels)
-    console.print(f"scored {n} images in {time.perf_counter() - start:.1f} s → {out}")
+    run = score_paths(m, input_path, out, maps, batch_size, max_pixels)
+    console.print(f"scored {run.scored} images in {time.perf_counter() - start:.1f} s → {out}")
+    if run.failed:
+        for _path, why in run.failed:
+            console.print(f"[red]not scored[/red] {why}", markup=True, highlight=False)
+        console.print(f"[red]{len(run.failed)} file(s) not scored[/red] (listed above)")
+        raise typer.Exit(1)
 
 
 def evaluate_cmd(

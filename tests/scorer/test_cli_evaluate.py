@@ -125,3 +125,23 @@ def test_split_and_sampler(make_texture) -> None:
     assert batch.shape == (12, 1, 16, 16) and batch.min() >= -1 and batch.max() <= 1
     s2 = PatchSampler(images, 1, 16, TrainSettings(jitter=0.1), torch.Generator().manual_seed(0))
     assert torch.equal(s2.sample(12), batch)
+
+
+def test_score_skips_bad_files_and_mixed_sizes(
+    app: typer.Typer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    cv2.imwrite(str(folder / "c.png"), rng.integers(0, 255, (48, 40), dtype=np.uint8))
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "r.csv"
+    res = runner.invoke(app, ["score", str(tiny_model_dir), str(folder), "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "b.png" in res.output and "1 file(s) not scored" in res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "c.png"]  # the rest went on
+    assert all(float(r["score"]) == float(r["score"]) for r in rows)
