@@ -214,11 +214,15 @@ app.add_typer(topics_app, name="topics")
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the LayerWatch topics that are missing (idempotent)."""
+    from layerwatch.embedded import EmbeddedServerError, resolve_kafka
     from layerwatch.kafka import ensure_configured_topics
 
     s = get_settings()
-    ep = _endpoints()
-    created = ensure_configured_topics(s, ep.kafka_bootstrap)
+    try:
+        bootstrap = resolve_kafka(s)  # Kafka only: no database needed (or started) for this
+    except EmbeddedServerError as exc:
+        raise fail(str(exc)) from exc
+    created = ensure_configured_topics(s, bootstrap)
     for name, n in s.topics.partitions(s.topic_partitions).items():
         state = "created" if name in created else "exists"
         console.print(f"{name:24} {n:3d} partitions  {state}")

@@ -392,6 +392,12 @@ def resolve_database(settings: Settings, start: bool = True) -> tuple[str, str]:
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()
         return url, (settings.database_admin_url or settings.database_url).get_secret_value()
+    if settings.database_admin_url is not None:
+        # An admin URL alone would silently send the services to an embedded server instead.
+        raise EmbeddedServerError(
+            "LAYERWATCH_DATABASE_ADMIN_URL is set but LAYERWATCH_DATABASE_URL is not: set the "
+            "services' (writer) URL too, or neither to use the embedded PostgreSQL"
+        )
     pg = EmbeddedPostgres(settings.home)
     st = pg.start() if start else pg.running()
     if st is None:

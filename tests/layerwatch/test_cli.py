@@ -83,3 +83,19 @@ def test_db_status_with_unreachable_database_is_clear(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "cannot reach PostgreSQL" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_admin_url_without_service_url_is_refused(tmp_path: Path) -> None:
+    env = {"LAYERWATCH_DATABASE_ADMIN_URL": "postgresql://owner@127.0.0.1:1/x"}
+    res = run("db", "status", env=env, cwd=tmp_path)
+    assert res.returncode == 1
+    assert "LAYERWATCH_DATABASE_URL is not" in res.stderr
+    assert not (tmp_path / ".layerwatch" / "postgres").exists()  # no embedded server started
+
+
+def test_topics_create_needs_no_database(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {"LAYERWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "LAYERWATCH_TOPIC_PREFIX": "tnodb"}
+    res = run("topics", "create", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "tnodb.layers" in res.stdout
+    assert not (tmp_path / ".layerwatch" / "postgres").exists()
