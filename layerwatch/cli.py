@@ -255,7 +255,7 @@ def up(
 
     from layerwatch.embedded import servers
     from layerwatch.kafka import ensure_configured_topics
-    from layerwatch.supervisor import ProcessSpec, Supervisor
+    from layerwatch.supervisor import ProcessSpec, Supervisor, stop_signals_interrupt
     from storage import db
 
     s = get_settings()
@@ -285,10 +285,13 @@ def up(
         argv += ["--policy", policy] if policy else []
         specs.append(ProcessSpec("monitor", argv, logs / "monitor.log"))
     sup = Supervisor(specs)
-    sup.start_all()
     where = [("kafka", ep.kafka_bootstrap), ("postgres", "ready")]
     try:
-        with Live(sup.table(lambda: where), console=console, refresh_per_second=2) as live:
+        with (
+            stop_signals_interrupt(),
+            Live(sup.table(lambda: where), console=console, refresh_per_second=2) as live,
+        ):
+            sup.start_all()
             while True:
                 sup.tick()
                 live.update(sup.table(lambda: where))
