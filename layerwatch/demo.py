@@ -132,8 +132,9 @@ def demo_model(settings: Settings, opts: DemoOptions, console: Console):
 
 
 def phase1_layers(opts: DemoOptions) -> int:
-    """The job's own first layers are its Phase I (see MonitorConfig.phase1): up to 20,
-    ending at least 3 layers before the defect so that the charts are live when it starts."""
+    """Phase I comes from the model's calibration (the product default); only if the model had
+    none would the job's first layers serve: up to 20, ending at least 3 layers before the
+    defect so that the charts are live when it starts."""
     return max(5, min(20, opts.defect_at - 3))
 
 
@@ -296,7 +297,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
     ))  # fmt: skip
     monitor = MonitorService(MonitorConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
-        policies=PolicySet(), printers=printer.policy_printers(), phase1="job",
+        policies=PolicySet(), printers=printer.policy_printers(), phase1="model",
         phase1_layers=phase1_layers(opts), max_wait_ms=50,
     ))  # fmt: skip
     threads = [threading.Thread(target=s.run, daemon=True) for s in (scorer, monitor)]
