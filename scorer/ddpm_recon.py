@@ -42,6 +42,7 @@ from scorer.patchnet import (
     load_weights,
     map_patches,
     prepare_model,
+    seconds_per_call,
     train_eps_model,
     unet_config,
 )
@@ -189,15 +190,14 @@ class DdpmReconScorer:
         self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
         self.calibration_scores = scores.tolist()
 
-    def patch_seconds(self, repeats: int = 2) -> float:
+    def patch_seconds(self) -> float:
         """Seconds per patch of the whole reconstruction (all DDIM passes)."""
         p, n = self.config.patch, self.device.patch_batch
         x = torch.zeros(n, self.channels, p, p)
-        forward_chunks(self.model, self.device, x, self.config.t_recon)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            forward_chunks(self.model, self.device, x, self.config.t_recon)
-        return len(self.config.timesteps) * (time.perf_counter() - start) / (repeats * n)
+        one = seconds_per_call(
+            lambda: forward_chunks(self.model, self.device, x, self.config.t_recon)
+        )
+        return len(self.config.timesteps) * one / n
 
     @classmethod
     def fit(

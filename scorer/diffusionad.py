@@ -51,6 +51,7 @@ from scorer.patchnet import (
     map_patches,
     patch_sampler,
     prepare_model,
+    seconds_per_call,
     train_eps_model,
     unet_config,
 )
@@ -241,17 +242,17 @@ class DiffusionADScorer:
         self.pixel_threshold = pixel_threshold(maps, c.pixel_quantile)
         self.calibration_scores = scores.tolist()
 
-    def patch_seconds(self, repeats: int = 2) -> float:
+    def patch_seconds(self) -> float:
         """Seconds per patch of the whole pipeline (two ε_θ passes + segmentation)."""
         p, n = self.config.patch, self.device.patch_batch
         x = torch.zeros(n, self.channels, p, p)
         noise = torch.zeros_like(x)
-        self.reconstruct(x, noise, noise)
-        start = time.perf_counter()
-        for _ in range(repeats):
+
+        def pipeline() -> None:
             r = self.reconstruct(x, noise, noise)
             forward_chunks(self.seg_model, self.device, torch.cat([x, r], dim=1), 0)
-        return (time.perf_counter() - start) / (repeats * n)
+
+        return seconds_per_call(pipeline) / n
 
     def train_segmentation(
         self,

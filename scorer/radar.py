@@ -26,6 +26,7 @@ from scorer.features import FeatureConfig, ImageFeatures, image_features
 from scorer.isoforest import IsoForestConfig, IsoForestDetector
 from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
+from scorer.patchnet import seconds_per_call
 from scorer.train import PatchSampler, train_diffusion
 from scorer.unet import UNet, UNetConfig, count_parameters
 
@@ -284,15 +285,11 @@ class RadarScorer:
 
     # ---- training -----------------------------------------------------------------------------
 
-    def patch_seconds(self, repeats: int = 2) -> float:
+    def patch_seconds(self) -> float:
         """Measured seconds per patch of the forward pass (for budgeting calibration)."""
         p, n = self.config.patch, self.device.patch_batch
         x = torch.zeros(n, self.channels, p, p)
-        self._forward(x, self.config.t_star)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            self._forward(x, self.config.t_star)
-        return (time.perf_counter() - start) / (repeats * n)
+        return seconds_per_call(lambda: self._forward(x, self.config.t_star)) / n
 
     @classmethod
     def fit(
