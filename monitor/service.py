@@ -134,6 +134,14 @@ class MonitorService:
         self.jobs[key] = (jm, time.monotonic())
         return jm
 
+    def _forget_jobs(self) -> None:
+        """Partitions moved to another monitor: drop all chart state. A job seen again is
+        rebuilt from its stored scores, which include what the other member charted meanwhile
+        (keeping the old state would skip those layers as already seen)."""
+        if self.jobs:
+            log.info("partitions revoked: chart state dropped", extra={"jobs": len(self.jobs)})
+        self.jobs.clear()
+
     def _evict_idle(self) -> None:
         cutoff = time.monotonic() - IDLE_EVICT_S
         for key in [k for k, (_, seen) in self.jobs.items() if seen < cutoff]:
@@ -238,7 +246,11 @@ class MonitorService:
     def run(self) -> None:
         cfg = self.cfg
         self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
-        self._consumer.subscribe([cfg.topics.scores], on_assign=lambda *_: self.assigned.set())
+        self._consumer.subscribe(
+            [cfg.topics.scores],
+            on_assign=lambda *_: self.assigned.set(),
+            on_revoke=lambda *_: self._forget_jobs(),
+        )
         log.info("monitor running", extra={"group": cfg.group})
         try:
             while not self.stop_event.is_set():

@@ -185,7 +185,11 @@ def test_restart_rebuilds_state_and_duplicates_no_alarm(
     # A new process: the job's charts are rebuilt from the stored scores, the rest continues.
     svc, th = _service(endpoints, topics, policy)
     try:
-        _feed(endpoints, topics, "p", "job-r", rows[34:], start=34)
+        _feed(endpoints, topics, "p", "job-r", rows[34:36], start=34)
+        assert _wait(lambda: _q(endpoints, "SELECT 1 FROM chart_points WHERE layer = 35"))
+        svc._forget_jobs()  # what a rebalance does (on_revoke): state rebuilt again, no repeats
+        assert not svc.jobs
+        _feed(endpoints, topics, "p", "job-r", rows[36:], start=36)
         assert _wait(lambda: _q(endpoints, "SELECT 1 FROM chart_points WHERE layer = 37"))
     finally:
         _stop(svc, th)
@@ -197,6 +201,9 @@ def test_restart_rebuilds_state_and_duplicates_no_alarm(
     e34 = _q(endpoints, "SELECT statistic FROM chart_points WHERE layer=34 AND chart='ewma'")
     z34 = (e34[0].statistic - (1 - lam) * ewma_33[0].statistic) / lam
     assert z34 > 3, "EWMA restarted from zero instead of its stored state"
+    sql = "SELECT layer, statistic FROM chart_points WHERE chart='ewma' AND layer IN (35, 36)"
+    e = {r.layer: r.statistic for r in _q(endpoints, sql)}
+    assert (e[36] - (1 - lam) * e[35]) / lam > 3, "EWMA restarted after the revocation"
 
 
 def test_moonraker_error_is_stored_and_the_alarm_kept(
