@@ -52,6 +52,9 @@ class DemoOptions:
     summary: Path | None = None
     report: Path | None = None
     keep_servers: bool = False
+    # The demo's own consumer groups: a `layerwatch up` on the same broker keeps its "scorer"
+    # and "monitor" groups to itself, and the demo never waits on their rebalances.
+    group_prefix: str = "demo"
 
 
 @dataclass
@@ -293,12 +296,12 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
     scorer = ScorerService(model, ServiceConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
         max_image_pixels=settings.max_image_pixels, max_message_bytes=settings.max_message_bytes,
-        batch_size=4, max_wait_ms=50,
+        batch_size=4, max_wait_ms=50, group=f"{opts.group_prefix}.scorer",
     ))  # fmt: skip
     monitor = MonitorService(MonitorConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
         policies=PolicySet(), printers=printer.policy_printers(), phase1="model",
-        phase1_layers=phase1_layers(opts), max_wait_ms=50,
+        phase1_layers=phase1_layers(opts), max_wait_ms=50, group=f"{opts.group_prefix}.monitor",
     ))  # fmt: skip
     threads = [threading.Thread(target=s.run, daemon=True) for s in (scorer, monitor)]
     for th in threads:

@@ -29,6 +29,7 @@ def test_demo_streams_a_print_through_the_pipeline_and_caches_its_model(
     opts = DemoOptions(
         layers=12, defect_at=9, size=64, interval=0.0, train_steps=15, train_images=20,
         summary=tmp_path / "summary.json", report=tmp_path / "report.html",
+        group_prefix=topic_prefix,  # groups of its own on the shared test broker
     )  # fmt: skip
     out = io.StringIO()
     code = run_demo(settings, opts, Console(file=out, width=140))
