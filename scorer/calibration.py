@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,3 +115,33 @@ def read_thresholds(cal: dict[str, Any], where: Path) -> tuple[float, float]:
     if not (np.isfinite(thr) and np.isfinite(pix)):
         raise ArtifactError(where, "calibration thresholds are not finite")
     return thr, pix
+
+
+class TopKMapScoring:
+    """``score_batch`` for methods that make a pixel map and score an image by the mean of its
+    top-k pixels (``self.config.top_k``); they provide ``anomaly_maps`` and their thresholds."""
+
+    name: str
+    threshold: float
+    pixel_threshold: float
+    config: Any
+
+    def anomaly_maps(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _scores(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        return np.array([top_k_mean(m, self.config.top_k) for m in maps])
+
+    def score_batch(self, images: Sequence[np.ndarray]) -> list[ScoreResult]:
+        if not math.isfinite(self.threshold):
+            raise RuntimeError(f"{self.name} scorer is not calibrated")
+        if not images:
+            return []
+        start = time.perf_counter()
+        maps = self.anomaly_maps(images)
+        scores = self._scores(maps)
+        feats = map_features(maps, self.config.features.window)
+        return to_results(
+            maps, scores, scores > self.threshold, feats, self.pixel_threshold,
+            self.config.features, start,
+        )  # fmt: skip

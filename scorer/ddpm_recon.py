@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
 from scorer.features import FeatureConfig, gaussian_blur
 from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.options import MethodConfig
 from scorer.patchnet import (
     PatchGroup,
     calibration_reserve,
@@ -50,8 +51,10 @@ from scorer.unet import UNet, UNetConfig, count_parameters
 
 
 @dataclass(frozen=True)
-class DdpmReconConfig:
+class DdpmReconConfig(MethodConfig):
     """Inference and calibration settings (stored in the artifact)."""
+
+    METHOD: ClassVar[str] = "ddpm-recon"
 
     patch: int = 64
     stride: int = 48
@@ -68,28 +71,15 @@ class DdpmReconConfig:
         if not 1 <= self.ddim_steps <= self.t_recon + 1:
             raise ValueError(f"ddim_steps must be in 1..t_recon+1, got {self.ddim_steps}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DdpmReconConfig:
-        d = dict(d)
-        d["features"] = FeatureConfig(**d.get("features", {}))
-        return cls(**d)
-
     @classmethod
     def from_settings(cls, s: TrainSettings) -> DdpmReconConfig:
-        own = {f.name for f in fields(cls)} - {"features"}
-        feat = {f.name for f in fields(FeatureConfig)}
-        unknown = set(s.extra) - own - feat
-        if unknown:
-            raise ValueError(f"unknown ddpm-recon options: {sorted(unknown)}")
+        own, nested = cls.split_options(s.extra)
         return cls(
             patch=s.patch,
             stride=s.stride,
             noise_seed=s.seed,
-            features=FeatureConfig(**{k: v for k, v in s.extra.items() if k in feat}),
-            **{k: v for k, v in s.extra.items() if k in own},
+            features=FeatureConfig(**nested["features"]),
+            **own,
         )
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,18 +29,17 @@ from scorer.artifact import Artifact, ArtifactError, require
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
+    TopKMapScoring,
     image_threshold,
-    map_features,
     pixel_threshold,
     read_thresholds,
     threshold_record,
-    to_results,
-    top_k_mean,
 )
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
 from scorer.features import FeatureConfig
-from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.methods import TrainData, TrainSettings, register_method
+from scorer.options import MethodConfig
 from scorer.patchnet import (
     PatchGroup,
     calibration_reserve,
@@ -60,8 +59,10 @@ from scorer.unet import UNet, UNetConfig, count_parameters
 
 
 @dataclass(frozen=True)
-class DiffusionADConfig:
+class DiffusionADConfig(MethodConfig):
     """Inference, training-split and calibration settings (stored in the artifact)."""
+
+    METHOD: ClassVar[str] = "DiffusionAD"
 
     patch: int = 64
     stride: int = 48
@@ -90,28 +91,15 @@ class DiffusionADConfig:
         if self.top_k < 1:
             raise ValueError(f"top_k must be ≥ 1, got {self.top_k}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionADConfig:
-        d = dict(d)
-        d["features"] = FeatureConfig(**d.get("features", {}))
-        return cls(**d)
-
     @classmethod
     def from_settings(cls, s: TrainSettings) -> DiffusionADConfig:
-        own = {f.name for f in fields(cls)} - {"features"}
-        feat = {f.name for f in fields(FeatureConfig)}
-        unknown = set(s.extra) - own - feat
-        if unknown:
-            raise ValueError(f"unknown DiffusionAD options: {sorted(unknown)}")
+        own, nested = cls.split_options(s.extra)
         return cls(
             patch=s.patch,
             stride=s.stride,
             noise_seed=s.seed,
-            features=FeatureConfig(**{k: v for k, v in s.extra.items() if k in feat}),
-            **{k: v for k, v in s.extra.items() if k in own},
+            features=FeatureConfig(**nested["features"]),
+            **own,
         )
 
 
@@ -140,7 +128,7 @@ def focal_loss(
 
 
 @register_method
-class DiffusionADScorer:
+class DiffusionADScorer(TopKMapScoring):
     """ε_θ + segmentation net + thresholds from held-out normal images."""
 
     name: ClassVar[str] = "diffusionad"
@@ -206,28 +194,6 @@ class DiffusionADScorer:
         groups = cut_patches(images, self.channels, c.patch, c.stride)
         maps = map_patches(groups, len(images), self._mask_patches)
         return [m[0].astype(np.float32) for m in maps]
-
-    def _scores(self, maps: Sequence[np.ndarray]) -> np.ndarray:
-        return np.array([top_k_mean(m, self.config.top_k) for m in maps])
-
-    def score_batch(self, images: Sequence[np.ndarray]) -> list[ScoreResult]:
-        if not math.isfinite(self.threshold):
-            raise RuntimeError("DiffusionAD scorer is not calibrated")
-        if not images:
-            return []
-        start = time.perf_counter()
-        maps = self.anomaly_maps(images)
-        scores = self._scores(maps)
-        feats = map_features(maps, self.config.features.window)
-        return to_results(
-            maps,
-            scores,
-            scores > self.threshold,
-            feats,
-            self.pixel_threshold,
-            self.config.features,
-            start,
-        )
 
     # ---- calibration and training ---------------------------------------------------------------
 

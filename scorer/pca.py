@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,23 +24,24 @@ from scorer.artifact import Artifact, ArtifactError, require
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
+    TopKMapScoring,
     image_threshold,
-    map_features,
     pixel_threshold,
     read_thresholds,
     threshold_record,
-    to_results,
-    top_k_mean,
 )
 from scorer.device import DeviceInfo
 from scorer.features import FeatureConfig
-from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.methods import TrainData, TrainSettings, register_method
+from scorer.options import MethodConfig
 from scorer.patchnet import cut_patches, map_patches
 
 
 @dataclass(frozen=True)
-class PcaConfig:
+class PcaConfig(MethodConfig):
     """Patch geometry, model size and calibration settings (stored in the artifact)."""
+
+    METHOD: ClassVar[str] = "PCA"
 
     patch: int = 16  # (ours) 256-dim patches: a well-conditioned covariance from few images
     stride: int = 8
@@ -62,26 +63,12 @@ class PcaConfig:
         if self.max_components < 1 or self.top_k < 1:
             raise ValueError("max_components and top_k must be ≥ 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PcaConfig:
-        d = dict(d)
-        d["features"] = FeatureConfig(**d.get("features", {}))
-        return cls(**d)
-
     @classmethod
     def from_settings(cls, s: TrainSettings) -> PcaConfig:
         """Own patch geometry (the U-Net's 64² patches are too many dimensions for PCA)."""
-        own = {f.name for f in fields(cls)} - {"features"}
-        feat = {f.name for f in fields(FeatureConfig)}
-        unknown = set(s.extra) - own - feat
-        if unknown:
-            raise ValueError(f"unknown PCA options: {sorted(unknown)}")
-        kw = {k: v for k, v in s.extra.items() if k in own}
-        kw.setdefault("seed", s.seed)
-        return cls(features=FeatureConfig(**{k: v for k, v in s.extra.items() if k in feat}), **kw)
+        own, nested = cls.split_options(s.extra)
+        own.setdefault("seed", s.seed)
+        return cls(features=FeatureConfig(**nested["features"]), **own)
 
 
 def flat_patches(images: Sequence[np.ndarray], channels: int, config: PcaConfig) -> torch.Tensor:
@@ -128,7 +115,7 @@ def fit_pca(patches: torch.Tensor, variance: float, max_components: int) -> PcaM
 
 
 @register_method
-class PcaScorer:
+class PcaScorer(TopKMapScoring):
     """Patch PCA + T²/Q limits + image threshold, all from normal images."""
 
     name: ClassVar[str] = "pca"
@@ -168,28 +155,6 @@ class PcaScorer:
         c = self.config
         groups = cut_patches(images, self.channels, c.patch, c.stride)
         return [m[0] for m in map_patches(groups, len(images), self._stat_patches)]
-
-    def _scores(self, maps: Sequence[np.ndarray]) -> np.ndarray:
-        return np.array([top_k_mean(m, self.config.top_k) for m in maps])
-
-    def score_batch(self, images: Sequence[np.ndarray]) -> list[ScoreResult]:
-        if not math.isfinite(self.threshold):
-            raise RuntimeError("PCA scorer is not calibrated")
-        if not images:
-            return []
-        start = time.perf_counter()
-        maps = self.anomaly_maps(images)
-        scores = self._scores(maps)
-        feats = map_features(maps, self.config.features.window)
-        return to_results(
-            maps,
-            scores,
-            scores > self.threshold,
-            feats,
-            self.pixel_threshold,
-            self.config.features,
-            start,
-        )
 
     def calibrate(self, images: Sequence[np.ndarray]) -> None:
         """T²/Q limits on held-out normal patches, then image and pixel thresholds."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +25,7 @@ from scorer.diffusion import GaussianDiffusion, ScheduleConfig
 from scorer.features import FeatureConfig, ImageFeatures, image_features
 from scorer.isoforest import IsoForestConfig, IsoForestDetector
 from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.options import MethodConfig
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
 from scorer.patchnet import seconds_per_call
 from scorer.train import PatchSampler, train_diffusion
@@ -34,8 +35,11 @@ __all__ = ["RadarConfig", "RadarScorer", "ScoreResult"]
 
 
 @dataclass(frozen=True)
-class RadarConfig:
+class RadarConfig(MethodConfig):
     """Inference and calibration settings of RADAR (stored in the artifact)."""
+
+    METHOD: ClassVar[str] = "RADAR"
+    NESTED: ClassVar[dict[str, type]] = {"features": FeatureConfig, "iforest": IsoForestConfig}
 
     patch: int = 64
     stride: int = 48
@@ -57,35 +61,17 @@ class RadarConfig:
         if self.criterion not in T_CRITERIA:
             raise ValueError(f"criterion must be one of {sorted(T_CRITERIA)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RadarConfig:
-        d = dict(d)
-        d["features"] = FeatureConfig(**d.get("features", {}))
-        d["iforest"] = IsoForestConfig(**d.get("iforest", {}))
-        return cls(**d)
-
     @classmethod
     def from_settings(cls, s: TrainSettings) -> RadarConfig:
         """Common settings plus RADAR-specific overrides from ``settings.extra``."""
-        own = {f.name for f in fields(cls)}
-        feat = {f.name for f in fields(FeatureConfig)}
-        forest = {f.name for f in fields(IsoForestConfig)}
-        unknown = set(s.extra) - own - feat - forest
-        if unknown:
-            raise ValueError(f"unknown RADAR options: {sorted(unknown)}")
-        pick = {k: v for k, v in s.extra.items() if k in own and k not in ("features", "iforest")}
+        own, nested = cls.split_options(s.extra)
         return cls(
             patch=s.patch,
             stride=s.stride,
             noise_seed=s.seed,
-            features=FeatureConfig(**{k: v for k, v in s.extra.items() if k in feat}),
-            iforest=IsoForestConfig(
-                random_state=s.seed, **{k: v for k, v in s.extra.items() if k in forest}
-            ),
-            **pick,
+            features=FeatureConfig(**nested["features"]),
+            iforest=IsoForestConfig(random_state=s.seed, **nested["iforest"]),
+            **own,
         )
 
 
