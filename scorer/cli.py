@@ -21,13 +21,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _options(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` pairs; values parsed as int, float or left as strings."""
+    """``key=value`` pairs; values parsed as bool (true/false), int, float or left as strings."""
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise typer.BadParameter(f"expected key=value, got {pair!r}")
         value: object = raw
+        if raw.strip().lower() in ("true", "false"):
+            out[key.strip()] = raw.strip().lower() == "true"
+            continue
         for cast in (int, float):
             try:
                 value = cast(raw)
@@ -56,7 +59,11 @@ def train_cmd(
     batch: int = typer.Option(32, help="patches per training step"),
     lr: float = typer.Option(1e-3),
     holdout: float = typer.Option(0.2, help="share of normal images kept for calibration"),
-    t_candidates: str = typer.Option("50,100,200,300", help="candidate t* values"),
+    t_candidates: str = typer.Option(
+        "100",
+        help="candidate t* values; with several, t* is chosen on the held-out normal images "
+        "(RADAR: --option criterion=normal_peak|normal_spread|gaussianity)",
+    ),
     rotations: bool = typer.Option(True, help="90° rotations in augmentation"),
     flips: bool = typer.Option(True, help="flips in augmentation"),
     option: list[str] = typer.Option([], "--option", help="method option key=value (repeatable)"),

@@ -81,11 +81,20 @@ class GaussianDiffusion:
         return out
 
     def training_loss(
-        self, model: nn.Module, x0: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        t_max: int | None = None,
     ) -> torch.Tensor:
-        """‖ε_θ(x_t, t) − ε‖² with t uniform over the schedule."""
+        """‖ε_θ(x_t, t) − ε‖² with t uniform over [0, t_max) (default: the whole schedule).
+
+        One-step scoring only ever queries a few small t, so a compute-limited training run can
+        spend all its steps on the noise levels it will be asked about.
+        """
         b = x0.shape[0]
-        t = torch.randint(0, self.timesteps, (b,), device=x0.device, generator=generator)
+        high = self.timesteps if t_max is None else max(1, min(t_max, self.timesteps))
+        t = torch.randint(0, high, (b,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         xt = self.q_sample(x0, t, noise)
         return torch.mean((model(xt, t) - noise) ** 2)

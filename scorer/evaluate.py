@@ -129,14 +129,16 @@ def compute_report(
     else:
         pixel_auroc = pro = float("nan")
     per_kind: dict[str, dict[str, float]] = {}
+    good = y == 0
     for kind in sorted({s.sample.kind for s in scored}):
         sel = np.array([s.sample.kind == kind for s in scored])
         per_kind[kind] = {
             "n": int(sel.sum()),
             "flagged_rate": float(pred[sel].mean()),
             "mean_score": float(score[sel].mean()),
+            # this kind against the good images (NaN for "good" itself)
+            "image_auroc": _safe_auroc(y[sel | good], score[sel | good]),
         }
-    good = y == 0
     return EvalReport(
         method=type(model).name,
         model_version=model.model_version,

@@ -1,7 +1,8 @@
 """RADAR: reconstruction-free anomaly detection from one forward diffusion step per patch.
 
 patches → x_t* with position-seeded ε → ε̂ = ε_θ(x_t*, t*) → stitch ε̂ − ε → L2 over channels →
-blur + Sobel → (f1, f2) → Isolation Forest; the smoothed Sobel map is the pixel anomaly map.
+whitened by its normal level for the local content (ours, scorer.whitening) → blur + Sobel →
+(f1, f2) → Isolation Forest; the smoothed Sobel map of the raw noise map is the pixel map.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scorer.patches import PatchGrid, pad_to_patch, position_noise
 from scorer.patchnet import seconds_per_call
 from scorer.train import PatchSampler, train_diffusion
 from scorer.unet import UNet, UNetConfig, count_parameters
+from scorer.whitening import ResidualWhitening, WhiteningConfig, content
 
 __all__ = ["RadarConfig", "RadarScorer", "ScoreResult"]
 
@@ -39,7 +41,11 @@ class RadarConfig(MethodConfig):
     """Inference and calibration settings of RADAR (stored in the artifact)."""
 
     METHOD: ClassVar[str] = "RADAR"
-    NESTED: ClassVar[dict[str, type]] = {"features": FeatureConfig, "iforest": IsoForestConfig}
+    NESTED: ClassVar[dict[str, type]] = {
+        "features": FeatureConfig,
+        "iforest": IsoForestConfig,
+        "whitening": WhiteningConfig,
+    }
 
     patch: int = 64
     stride: int = 48
@@ -50,6 +56,7 @@ class RadarConfig(MethodConfig):
     criterion: str = "normal_peak"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     iforest: IsoForestConfig = field(default_factory=IsoForestConfig)
+    whitening: WhiteningConfig = field(default_factory=WhiteningConfig)
 
     def __post_init__(self) -> None:
         if not 0 < self.stride <= self.patch:
@@ -71,6 +78,7 @@ class RadarConfig(MethodConfig):
             noise_seed=s.seed,
             features=FeatureConfig(**nested["features"]),
             iforest=IsoForestConfig(random_state=s.seed, **nested["iforest"]),
+            whitening=WhiteningConfig(**nested["whitening"]),
             **own,
         )
 
@@ -118,8 +126,10 @@ class RadarScorer:
         pixel_threshold: float = math.inf,
         metadata: dict[str, Any] | None = None,
         schedule: ScheduleConfig | None = None,
+        whitening: ResidualWhitening | None = None,
     ) -> None:
         self.device = device
+        self.whitening = whitening
         self.config = config
         self.diffusion = GaussianDiffusion(schedule)
         self.detector = detector
@@ -190,14 +200,44 @@ class RadarScorer:
                 out[i] = maps[j]
         return out
 
+    def energy_maps(self, images: Sequence[np.ndarray], t: int | None = None) -> list[np.ndarray]:
+        """‖ε̂ − ε‖² summed over channels, H×W float32."""
+        return [np.sum(r * r, axis=0) for r in self.residual_maps(images, t)]
+
     def noise_maps(self, images: Sequence[np.ndarray], t: int | None = None) -> list[np.ndarray]:
         """n(x, y) = ‖ε̂ − ε‖₂ over channels, H×W float32."""
-        return [np.sqrt(np.sum(r * r, axis=0)) for r in self.residual_maps(images, t)]
+        return [np.sqrt(e) for e in self.energy_maps(images, t)]
+
+    def _content(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        cfg = self.config.whitening
+        out = []
+        for img in images:
+            edge, level = content(to_model_tensor([img], self.channels), cfg)
+            out.append((edge[0], level[0]))
+        return out
+
+    def _features(
+        self,
+        energies: Sequence[np.ndarray],
+        images: Sequence[np.ndarray],
+        whitening: ResidualWhitening | None,
+    ) -> list[ImageFeatures]:
+        """(f1, f2) from the whitened noise map when there is a whitening; the pixel map is
+        always the raw one (see scorer.whitening for why)."""
+        raw = image_features([np.sqrt(e) for e in energies], self.config.features)
+        if whitening is None:
+            return raw
+        noise = [
+            np.sqrt(e / whitening.expected(edge, level))
+            for e, (edge, level) in zip(energies, self._content(images), strict=True)
+        ]
+        white = image_features(noise, self.config.features)
+        return [ImageFeatures(w.f1, w.f2, r.pixel_map) for w, r in zip(white, raw, strict=True)]
 
     def image_features(
         self, images: Sequence[np.ndarray], t: int | None = None
     ) -> list[ImageFeatures]:
-        return image_features(self.noise_maps(images, t), self.config.features)
+        return self._features(self.energy_maps(images, t), images, self.whitening)
 
     # ---- scoring ------------------------------------------------------------------------------
 
@@ -223,24 +263,39 @@ class RadarScorer:
 
     # ---- calibration --------------------------------------------------------------------------
 
+    def _fit_whitening(
+        self, energies: Sequence[np.ndarray], images: Sequence[np.ndarray]
+    ) -> ResidualWhitening | None:
+        if not self.config.whitening.whiten:
+            return None
+        ctx = self._content(images)
+        flat = lambda xs: np.concatenate([x.ravel() for x in xs])  # noqa: E731
+        return ResidualWhitening.fit(
+            flat([c[0] for c in ctx]),
+            flat([c[1] for c in ctx]),
+            flat(energies),
+            self.config.whitening,
+        )
+
     def calibrate(
         self, images: Sequence[np.ndarray], candidates: Sequence[int], batch: int = 8
     ) -> None:
-        """Choose t* on normal hold-out images only, then fit the forest and pixel threshold."""
+        """Choose t* on normal hold-out images only, then fit the whitening, the forest and the
+        pixel threshold at t*."""
         if len(images) < 2:
             raise ValueError("calibration needs at least 2 held-out normal images")
         cost = T_CRITERIA[self.config.criterion]
         measured: dict[int, dict[str, float]] = {}
-        per_t: dict[int, list[ImageFeatures]] = {}
+        per_t: dict[int, tuple[list[ImageFeatures], ResidualWhitening | None]] = {}
         for t in candidates:
             start = time.perf_counter()
-            feats, kurt = [], []
+            energies, kurt = [], []
             for i in range(0, len(images), batch):
-                chunk = images[i : i + batch]
-                res = self.residual_maps(chunk, t)
+                res = self.residual_maps(images[i : i + batch], t)
                 kurt += [_excess_kurtosis(r) for r in res]
-                noise = [np.sqrt(np.sum(r * r, axis=0)) for r in res]
-                feats += image_features(noise, self.config.features)
+                energies += [np.sum(r * r, axis=0) for r in res]
+            whitening = self._fit_whitening(energies, images)
+            feats = self._features(energies, images, whitening)
             f = np.array([[x.f1, x.f2] for x in feats])
             m = {
                 "f1_mean": float(f[:, 0].mean()),
@@ -252,10 +307,10 @@ class RadarScorer:
                 "seconds": round(time.perf_counter() - start, 3),
             }
             m["cost"] = float(cost(m))
-            measured[t], per_t[t] = m, feats
+            measured[t], per_t[t] = m, (feats, whitening)
         t_star = min(measured, key=lambda t: measured[t]["cost"])
         self.config = replace(self.config, t_star=t_star)
-        feats = per_t[t_star]
+        feats, self.whitening = per_t[t_star]
         matrix = np.array([[x.f1, x.f2] for x in feats])
         self.detector = IsoForestDetector(matrix, self.config.iforest)
         self.pixel_threshold = pixel_threshold(
@@ -288,6 +343,9 @@ class RadarScorer:
     ) -> RadarScorer:
         torch.manual_seed(settings.seed)
         config = RadarConfig.from_settings(settings)
+        if settings.train_t_max is None:
+            # Scoring queries only the candidate steps: spend the training steps on t ≤ 2·max.
+            settings = replace(settings, train_t_max=2 * max(settings.t_candidates))
         unet_cfg = UNetConfig(
             in_channels=data.channels,
             base_width=settings.width,
@@ -353,6 +411,7 @@ class RadarScorer:
                 "threshold": det.threshold,
                 "pixel_threshold": self.pixel_threshold,
                 "pixel_quantile": self.config.pixel_quantile,
+                "whitening": None if self.whitening is None else self.whitening.to_dict(),
             },
             **self.metadata,
         }
@@ -391,7 +450,13 @@ class RadarScorer:
                 "(edited file or a different scikit-learn)",
             )
         pixel_threshold = float(require(cal, "pixel_threshold", (int, float), cfg_path))
+        whitening = None
+        if cal.get("whitening") is not None:
+            try:
+                whitening = ResidualWhitening.from_dict(require(cal, "whitening", dict, cfg_path))
+            except (TypeError, ValueError, KeyError) as e:
+                raise ArtifactError(cfg_path, f"invalid whitening table ({e})") from e
         meta = {k: doc[k] for k in ("t_selection", "training") if k in doc}
-        scorer = cls(model, config, device, detector, pixel_threshold, meta, schedule)
+        scorer = cls(model, config, device, detector, pixel_threshold, meta, schedule, whitening)
         scorer._version = artifact.model_version
         return scorer

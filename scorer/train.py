@@ -177,7 +177,7 @@ def train_diffusion(
                 group["lr"] = settings.lr * _lr_factor(step, frac)
             x0 = device.prepare(sampler.sample(settings.batch_size))
             with device.autocast():
-                loss = diffusion.training_loss(model, x0, gen)
+                loss = diffusion.training_loss(model, x0, gen, settings.train_t_max)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -71,6 +71,7 @@ def test_missing_directory_and_files(model_copy: Path, tmp_path: Path) -> None:
         (lambda d: d["architecture"].update(frobs=1), "invalid settings"),
         (lambda d: d["calibration"]["features"][0].__setitem__(0, 123.0), "Isolation Forest"),
         (lambda d: d["calibration"].update(features=[[1.0]]), "calibration features"),
+        (lambda d: d["calibration"]["whitening"].update(energy=[-1.0]), "invalid whitening"),
     ],
 )
 def test_wrong_config_is_named(model_copy: Path, edit: Callable, message: str) -> None:

@@ -89,6 +89,9 @@ def test_evaluate_metrics_on_the_tiny_model(
     assert 0.0 <= report.image_auroc <= 1.0 and 0.0 <= report.pixel_auroc <= 1.0
     assert report.image_auroc >= 0.75  # blobs are blatant
     assert report.images_per_second > 0 and report.per_kind["blob"]["n"] == 4
+    # one defect kind: its AUROC against the good images is the overall one
+    assert report.per_kind["blob"]["image_auroc"] == report.image_auroc
+    assert np.isnan(report.per_kind["good"]["image_auroc"])
     assert json.loads((tmp_path / "e.json").read_text())["category"] == str(category)
 
 

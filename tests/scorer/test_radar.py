@@ -69,6 +69,7 @@ def test_calibration_records_t_selection(tiny_model: RadarScorer) -> None:
     assert all("cost" in m for m in sel["measurements"].values())
     assert tiny_model.metadata["training"]["steps"] == 80
     assert np.isfinite(tiny_model.pixel_threshold)
+    assert tiny_model.whitening is not None  # fitted at t* from the same held-out images
 
 
 def test_time_budget_stops_training_and_still_calibrates(
@@ -92,9 +93,11 @@ def test_draws_average_and_radar_options(
     data = TrainData(
         [make_texture(rng) for _ in range(4)], [make_texture(rng) for _ in range(3)], 1, "s"
     )
-    settings = settings_factory(steps=5, t_candidates=(100,), extra={"draws": 2, "window": 8})
+    extra = {"draws": 2, "window": 8, "whiten": False}
+    settings = settings_factory(steps=5, t_candidates=(100,), extra=extra)
     model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 60)
     assert model.config.draws == 2 and model.config.features.window == 8
+    assert model.whitening is None and not model.config.whitening.whiten
     with pytest.raises(ValueError, match="unknown RADAR options"):
         RadarScorer.fit(data, settings_factory(extra={"bogus": 1}), pick_device("cpu"), 0.0)
 
@@ -114,3 +117,11 @@ def test_radar_config_validation(kw: dict, message: str) -> None:
 
     with pytest.raises(ValueError, match=message):
         RadarConfig(**kw)
+
+
+def test_cli_option_values_are_typed() -> None:
+    from scorer.cli import _options
+
+    parsed = _options(["whiten=False", "draws=2", "contamination=0.05", "criterion=vibes"])
+    assert parsed == {"whiten": False, "draws": 2, "contamination": 0.05, "criterion": "vibes"}
+    assert _options(["whiten=true"]) == {"whiten": True}
