@@ -52,15 +52,18 @@ class Child:
 
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
-    """Inside, SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C does, so the caller's
+    """Inside, SIGTERM, SIGHUP and SIGINT raise KeyboardInterrupt like Ctrl-C does, so the caller's
     ``finally`` stops the children. Without it, ``kill`` or a closed terminal would end the
     supervisor and leave the services running in their own sessions (found the hard way: an
-    orphaned monitor kept consuming a later run's scores)."""
+    orphaned monitor kept consuming a later run's scores). SIGINT is set too: a shell starts
+    background jobs with SIGINT ignored, and Python then never turns it into Ctrl-C (found when
+    ``make test`` ran in the background: ``kill -INT`` did not stop the supervisor)."""
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stops = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {sig: signal.signal(sig, interrupt) for sig in stops}
     try:
         yield
     finally:
