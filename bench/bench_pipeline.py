@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument(
         "--model",
         type=Path,
-        default=Path(".layerwatch/models/demo-fdm_rectilinear-128"),
+        default=Path(".layerwatch/models/demo-fdm_rectilinear-128-v2"),
         help="a model directory (default: the one `layerwatch demo` trains)",
     )
     ap.add_argument("--layers", type=int, default=96, help="burst size (steady state)")

@@ -51,9 +51,20 @@ def test_demo_streams_a_print_through_the_pipeline_and_caches_its_model(
         assert summary["layers_sent"] <= summary["first_stop_layer"] + 3
     report = (tmp_path / "report.html").read_text()
     assert summary["job"] in report and "over the layer image" in report
-    model_dir = settings.home / "models" / "demo-fdm_rectilinear-64"
+    model_dir = settings.home / "models" / "demo-fdm_rectilinear-64-v2"
     assert (model_dir / "model.safetensors").is_file() and "training RADAR" in text
 
     again = io.StringIO()
     run_demo(settings, opts, Console(file=again, width=140))
     assert "cached" in again.getvalue() and "training RADAR" not in again.getvalue()
+
+
+def test_demo_training_layers_cover_whole_prints(tmp_path: Path) -> None:
+    from layerwatch.demo import write_normal_layers
+
+    opts = DemoOptions(layers=12, size=64, train_images=30)
+    write_normal_layers(tmp_path, opts)
+    names = sorted(p.stem for p in tmp_path.glob("*.png"))
+    assert len(names) == 30
+    layers = [int(n.split("_")[1]) for n in names]
+    assert min(layers) <= 3 and max(layers) <= 11  # bottom layers included, within the print
