@@ -11,6 +11,10 @@ Measured end to end (Isolation Forest on (f1, f2), t = 100, development data of 
 networks): fdm_rectilinear image AUROC 0.834 → 0.858 and F1 0.28 → 0.53; lpbf_fused
 0.615 → 0.704. The pixel map stays unwhitened: whitening lowers the map inside defects that
 sit on part edges (pixel AUROC of the whitened map on FDM 0.77 against 0.88).
+
+The flip side: normal content the training images never showed (the demo's solid bottom layers,
+absent from the simulator's data sets) now stands out too, so the training set must cover every
+kind of layer the printer will show.
 """
 
 from __future__ import annotations
