@@ -160,16 +160,26 @@ def _endpoints(start: bool = True):
         raise fail(str(exc)) from exc
 
 
+def _admin_database_url() -> str:
+    """The schema owner's URL; database commands need (and start) no Kafka."""
+    from layerwatch.embedded import EmbeddedServerError, resolve_database
+
+    try:
+        return resolve_database(get_settings(), start=True)[1]
+    except EmbeddedServerError as exc:
+        raise fail(str(exc)) from exc
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Apply migrations up to REVISION (default: the newest). Starts the embedded database
     if none is configured."""
     from storage import db
 
-    ep = _endpoints()
+    admin_url = _admin_database_url()
     try:
-        db.upgrade(ep.database_admin_url, revision)
-        console.print(f"schema at [green]{db.current_revision(ep.database_admin_url)}[/]")
+        db.upgrade(admin_url, revision)
+        console.print(f"schema at [green]{db.current_revision(admin_url)}[/]")
     except db.SchemaError as exc:
         raise fail(str(exc)) from exc
 
@@ -179,9 +189,9 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, or '
     """Revert migrations down to REVISION (destroys the data of the dropped tables)."""
     from storage import db
 
-    ep = _endpoints()
-    db.downgrade(ep.database_admin_url, revision)
-    console.print(f"schema at {db.current_revision(ep.database_admin_url) or 'base'}")
+    admin_url = _admin_database_url()
+    db.downgrade(admin_url, revision)
+    console.print(f"schema at {db.current_revision(admin_url) or 'base'}")
 
 
 @db_app.command("status")
@@ -190,13 +200,13 @@ def db_status() -> None:
     from layerwatch.settings import mask_url
     from storage import db
 
-    ep = _endpoints()
+    admin_url = _admin_database_url()
     try:
-        current = db.current_revision(ep.database_admin_url)
+        current = db.current_revision(admin_url)
     except db.SchemaError as exc:
         raise fail(str(exc)) from exc
     head = db.head_revision()
-    console.print(f"database  {mask_url(ep.database_admin_url)}")
+    console.print(f"database  {mask_url(admin_url)}")
     console.print(f"current   {current or '(empty)'}")
     console.print(f"required  {head}")
     if current != head:

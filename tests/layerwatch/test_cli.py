@@ -83,6 +83,7 @@ def test_db_status_with_unreachable_database_is_clear(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "cannot reach PostgreSQL" in res.stderr
     assert "Traceback" not in res.stderr
+    assert not (tmp_path / ".layerwatch" / "kafka").exists()  # db commands start no broker
 
 
 def test_admin_url_without_service_url_is_refused(tmp_path: Path) -> None:
