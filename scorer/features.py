@@ -89,8 +89,15 @@ def max_window_norm(edge: torch.Tensor, window: int) -> torch.Tensor:
     return local.amax(dim=(1, 2, 3)).clamp(min=0).sqrt()
 
 
-def image_features(noise_maps: Sequence[np.ndarray], cfg: FeatureConfig) -> list[ImageFeatures]:
+def image_features(
+    noise_maps: Sequence[np.ndarray],
+    cfg: FeatureConfig,
+    feature_maps: Sequence[np.ndarray] | None = None,
+) -> list[ImageFeatures]:
     """(f1, f2, pixel map) per noise map; same-size maps are processed as one tensor batch.
+
+    With ``feature_maps`` (RADAR's whitened maps), f1 and f2 come from those and the pixel map
+    from ``noise_maps``; each map goes through Sobel once.
 
     Torch rather than OpenCV: OpenCV's float filters gave results that depended on the array's
     memory alignment (differences of 1e-7), which broke bit-exact reproducibility of a score.
@@ -99,11 +106,16 @@ def image_features(noise_maps: Sequence[np.ndarray], cfg: FeatureConfig) -> list
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, n in enumerate(noise_maps):
         groups.setdefault(np.shape(n), []).append(i)
+
+    def edges(maps: Sequence[np.ndarray], idxs: list[int]) -> torch.Tensor:
+        x = torch.stack([torch.as_tensor(np.asarray(maps[i], np.float32)) for i in idxs])
+        return sobel_magnitude(x[:, None], cfg.blur_sigma)
+
     for idxs in groups.values():
-        x = torch.stack([torch.as_tensor(np.asarray(noise_maps[i], np.float32)) for i in idxs])
-        edge = sobel_magnitude(x[:, None], cfg.blur_sigma)
-        f1 = global_norm(edge).tolist()
-        f2 = max_window_norm(edge, cfg.window).tolist()
+        edge = edges(noise_maps, idxs)
+        feat_edge = edge if feature_maps is None else edges(feature_maps, idxs)
+        f1 = global_norm(feat_edge).tolist()
+        f2 = max_window_norm(feat_edge, cfg.window).tolist()
         maps = gaussian_blur(edge, cfg.map_sigma)[:, 0].numpy()
         for j, i in enumerate(idxs):
             out[i] = ImageFeatures(f1[j], f2[j], maps[j])

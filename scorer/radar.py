@@ -204,10 +204,6 @@ class RadarScorer:
         """‖ε̂ − ε‖² summed over channels, H×W float32."""
         return [np.sum(r * r, axis=0) for r in self.residual_maps(images, t)]
 
-    def noise_maps(self, images: Sequence[np.ndarray], t: int | None = None) -> list[np.ndarray]:
-        """n(x, y) = ‖ε̂ − ε‖₂ over channels, H×W float32."""
-        return [np.sqrt(e) for e in self.energy_maps(images, t)]
-
     def _content(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         cfg = self.config.whitening
         out = []
@@ -224,15 +220,14 @@ class RadarScorer:
     ) -> list[ImageFeatures]:
         """(f1, f2) from the whitened noise map when there is a whitening; the pixel map is
         always the raw one (see scorer.whitening for why)."""
-        raw = image_features([np.sqrt(e) for e in energies], self.config.features)
+        raw = [np.sqrt(e) for e in energies]
         if whitening is None:
-            return raw
-        noise = [
+            return image_features(raw, self.config.features)
+        white = [
             np.sqrt(e / whitening.expected(edge, level))
             for e, (edge, level) in zip(energies, self._content(images), strict=True)
         ]
-        white = image_features(noise, self.config.features)
-        return [ImageFeatures(w.f1, w.f2, r.pixel_map) for w, r in zip(white, raw, strict=True)]
+        return image_features(raw, self.config.features, feature_maps=white)
 
     def image_features(
         self, images: Sequence[np.ndarray], t: int | None = None
