@@ -30,6 +30,7 @@ from sqlalchemy import text
 from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer
 from ingest.simulate import simulate_print
+from layerwatch.demo import demo_model_dir
 from layerwatch.embedded import resolve_endpoints, servers
 from layerwatch.kafka import Topics, ensure_topics
 from layerwatch.settings import Settings
@@ -72,7 +73,7 @@ def main() -> None:
     ap.add_argument(
         "--model",
         type=Path,
-        default=Path(".layerwatch/models/demo-fdm_rectilinear-128-v2"),
+        default=demo_model_dir(Path(".layerwatch"), "fdm_rectilinear", 128),
         help="a model directory (default: the one `layerwatch demo` trains)",
     )
     ap.add_argument("--layers", type=int, default=96, help="burst size (steady state)")

@@ -108,6 +108,17 @@ def write_normal_layers(folder: Path, opts: DemoOptions, on_image: Any = None) -
             on_image()
 
 
+# Bumped whenever the demo's training or the scorer's defaults change, so a cached model from
+# before is not reused: v2 trained on whole prints (v1 never saw the bottom layers); v3 has
+# 2 noise draws, the low-pass pixel map and the one-sided forest.
+DEMO_MODEL_VERSION = "v3"
+
+
+def demo_model_dir(home: Path, category: str, size: int) -> Path:
+    """Where ``layerwatch demo`` caches its model."""
+    return home / "models" / f"demo-{category}-{size}-{DEMO_MODEL_VERSION}"
+
+
 def demo_model(settings: Settings, opts: DemoOptions, console: Console):
     """The cached demo model, trained on simulated normal layers the first time."""
     from scorer.artifact import ArtifactError
@@ -115,8 +126,7 @@ def demo_model(settings: Settings, opts: DemoOptions, console: Console):
     from scorer.methods import TrainSettings, load_model
     from scorer.train import train_model
 
-    # "-v2": trained on whole prints (v1 models never saw the bottom layers)
-    model_dir = settings.home / "models" / f"demo-{opts.category}-{opts.size}-v2"
+    model_dir = demo_model_dir(settings.home, opts.category, opts.size)
     device = pick_device("auto")
     if (model_dir / "config.json").exists():
         try:

@@ -89,34 +89,78 @@ def max_window_norm(edge: torch.Tensor, window: int) -> torch.Tensor:
     return local.amax(dim=(1, 2, 3)).clamp(min=0).sqrt()
 
 
-def image_features(
-    noise_maps: Sequence[np.ndarray],
-    cfg: FeatureConfig,
-    feature_maps: Sequence[np.ndarray] | None = None,
-) -> list[ImageFeatures]:
-    """(f1, f2, pixel map) per noise map; same-size maps are processed as one tensor batch.
+def _same_shape_groups(maps: Sequence[np.ndarray]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(maps):
+        groups.setdefault(np.shape(m), []).append(i)
+    return list(groups.values())
 
-    With ``feature_maps`` (RADAR's whitened maps), f1 and f2 come from those and the pixel map
-    from ``noise_maps``; each map goes through Sobel once.
+
+def _stack(maps: Sequence[np.ndarray], idxs: list[int]) -> torch.Tensor:
+    """(B, 1, H, W) float32 tensor of the maps at ``idxs``."""
+    return torch.stack([torch.as_tensor(np.asarray(maps[i], np.float32)) for i in idxs])[:, None]
+
+
+def sobel_pixel_maps(noise_maps: Sequence[np.ndarray], cfg: FeatureConfig) -> list[np.ndarray]:
+    """The paper's pixel map: E = Sobel magnitude of the noise map, smoothed (``map_sigma``)."""
+    out: list[np.ndarray] = [np.empty(0)] * len(noise_maps)
+    for idxs in _same_shape_groups(noise_maps):
+        edge = sobel_magnitude(_stack(noise_maps, idxs), cfg.blur_sigma)
+        maps = gaussian_blur(edge, cfg.map_sigma)[:, 0].numpy()
+        for j, i in enumerate(idxs):
+            out[i] = maps[j]
+    return out
+
+
+def lowpass_pixel_maps(
+    residuals: Sequence[np.ndarray], cfg: FeatureConfig, sigma: float
+) -> list[np.ndarray]:
+    """Low-pass residual energy (ours): blur the *signed* residual ε̂ − ε of each channel
+    (``blur_sigma``), square, sum over channels, smooth (``sigma``), √.
+
+    Blurring the signed residual averages the network's random error away and keeps what is
+    systematic over a few pixels, which is what a defect leaves; the smoothing then fills the
+    defect's inside, where the paper's Sobel map marks only its outline (see
+    RadarConfig.pixel_map for the measurements). ``residuals`` are (C, H, W).
+    """
+    out: list[np.ndarray] = [np.empty(0)] * len(residuals)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(residuals):
+        groups.setdefault(np.shape(r), []).append(i)
+    for idxs in groups.values():
+        x = torch.stack([torch.as_tensor(np.asarray(residuals[i], np.float32)) for i in idxs])
+        b, c, h, w = x.shape
+        low = gaussian_blur(x.reshape(b * c, 1, h, w), cfg.blur_sigma).reshape(b, c, h, w)
+        energy = low.square().sum(dim=1, keepdim=True)
+        maps = gaussian_blur(energy, sigma).clamp(min=0).sqrt()[:, 0].numpy()
+        for j, i in enumerate(idxs):
+            out[i] = maps[j]
+    return out
+
+
+def image_features(
+    feature_maps: Sequence[np.ndarray],
+    cfg: FeatureConfig,
+    pixel_maps: Sequence[np.ndarray] | None = None,
+) -> list[ImageFeatures]:
+    """(f1, f2) from the Sobel magnitude of each feature map, with its pixel map: the given
+    ``pixel_maps`` or else the smoothed Sobel map itself (one Sobel pass either way).
+    Same-size maps are processed as one tensor batch.
 
     Torch rather than OpenCV: OpenCV's float filters gave results that depended on the array's
     memory alignment (differences of 1e-7), which broke bit-exact reproducibility of a score.
     """
-    out: list[ImageFeatures | None] = [None] * len(noise_maps)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, n in enumerate(noise_maps):
-        groups.setdefault(np.shape(n), []).append(i)
-
-    def edges(maps: Sequence[np.ndarray], idxs: list[int]) -> torch.Tensor:
-        x = torch.stack([torch.as_tensor(np.asarray(maps[i], np.float32)) for i in idxs])
-        return sobel_magnitude(x[:, None], cfg.blur_sigma)
-
-    for idxs in groups.values():
-        edge = edges(noise_maps, idxs)
-        feat_edge = edge if feature_maps is None else edges(feature_maps, idxs)
-        f1 = global_norm(feat_edge).tolist()
-        f2 = max_window_norm(feat_edge, cfg.window).tolist()
-        maps = gaussian_blur(edge, cfg.map_sigma)[:, 0].numpy()
+    if pixel_maps is not None and len(pixel_maps) != len(feature_maps):
+        raise ValueError(f"{len(pixel_maps)} pixel maps for {len(feature_maps)} feature maps")
+    out: list[ImageFeatures | None] = [None] * len(feature_maps)
+    for idxs in _same_shape_groups(feature_maps):
+        edge = sobel_magnitude(_stack(feature_maps, idxs), cfg.blur_sigma)
+        f1 = global_norm(edge).tolist()
+        f2 = max_window_norm(edge, cfg.window).tolist()
+        if pixel_maps is None:
+            maps = list(gaussian_blur(edge, cfg.map_sigma)[:, 0].numpy())
+        else:
+            maps = [np.asarray(pixel_maps[i], np.float32) for i in idxs]
         for j, i in enumerate(idxs):
             out[i] = ImageFeatures(f1[j], f2[j], maps[j])
     return out  # type: ignore[return-value]

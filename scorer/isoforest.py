@@ -23,6 +23,12 @@ class IsoForestConfig:
     random_state: int = 0
     threshold: str = "crossfit"
     folds: int = 5
+    # One-sided (ours): features below their calibration median are scored as the median.
+    # RADAR's features grow with the residual; a forest is two-sided and also isolates an
+    # image whose residual is *lower* than usual, which ranked such good images above defects.
+    # Development data (seed 0, 2 draws), image AUROC: FDM 0.897 → 0.917, LPBF powder
+    # 0.995 → 0.998; and a tiny model's clean image no longer outscores its planted twin.
+    one_sided: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,6 +48,7 @@ class IsoForestDetector:
             raise ValueError("Isolation Forest needs at least 2 calibration images")
         if self.config.threshold not in ("crossfit", "sklearn"):
             raise ValueError(f"threshold must be 'crossfit' or 'sklearn', not {config.threshold!r}")
+        self.floor = self._floor(self.features)
         self.forest = self._fit(self.features)
         self.calibration_scores = self.cross_fitted_scores(self.config.folds)
         if self.config.threshold == "sklearn":
@@ -52,16 +59,23 @@ class IsoForestDetector:
                 raise ValueError(f"crossfit threshold needs 0 < contamination < 0.5, got {c!r}")
             self.threshold = float(np.quantile(self.calibration_scores, 1.0 - c))
 
+    def _floor(self, features: np.ndarray) -> np.ndarray | None:
+        return np.median(features, axis=0) if self.config.one_sided else None
+
+    def _clip(self, features: np.ndarray, floor: np.ndarray | None) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64).reshape(-1, 2)
+        return x if floor is None else np.maximum(x, floor)
+
     def _fit(self, features: np.ndarray) -> IsolationForest:
         c = self.config
         return IsolationForest(
             n_estimators=c.n_estimators,
             contamination=c.contamination if c.threshold == "sklearn" else "auto",
             random_state=c.random_state,
-        ).fit(features)
+        ).fit(self._clip(features, self._floor(features)))
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        return -self.forest.score_samples(np.asarray(features, dtype=np.float64).reshape(-1, 2))
+        return -self.forest.score_samples(self._clip(features, self.floor))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
@@ -81,5 +95,6 @@ class IsoForestDetector:
             if len(rest) < 2:
                 out[held] = self.score(self.features[held])
                 continue
-            out[held] = -self._fit(self.features[rest]).score_samples(self.features[held])
+            forest, floor = self._fit(self.features[rest]), self._floor(self.features[rest])
+            out[held] = -forest.score_samples(self._clip(self.features[held], floor))
         return out

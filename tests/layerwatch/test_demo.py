@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from layerwatch.demo import DemoOptions, run_demo
+from layerwatch.demo import DemoOptions, demo_model_dir, run_demo
 from layerwatch.embedded import Endpoints
 from layerwatch.settings import Settings
 
@@ -51,7 +51,7 @@ def test_demo_streams_a_print_through_the_pipeline_and_caches_its_model(
         assert summary["layers_sent"] <= summary["first_stop_layer"] + 3
     report = (tmp_path / "report.html").read_text()
     assert summary["job"] in report and "over the layer image" in report
-    model_dir = settings.home / "models" / "demo-fdm_rectilinear-64-v2"
+    model_dir = demo_model_dir(settings.home, "fdm_rectilinear", 64)
     assert (model_dir / "model.safetensors").is_file() and "training RADAR" in text
 
     again = io.StringIO()

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from scorer.artifact import ArtifactError, _digest
 from scorer.device import pick_device
+from scorer.isoforest import IsoForestConfig, IsoForestDetector
 from scorer.methods import load_model, save_model
 from scorer.radar import RadarScorer
 
@@ -51,6 +52,32 @@ def test_round_trip_reproduces_scores(
     assert not list(tiny_model_dir.glob("*.pt")) and not list(tiny_model_dir.glob("*.pkl"))
     version2 = save_model(loaded, tmp_path / "again")
     assert version2 == loaded.model_version  # same weights → same version
+
+
+def test_artifact_from_before_the_lowpass_map_and_one_sided_forest_loads_as_it_was(
+    model_copy: Path,
+) -> None:
+    """Older artifacts stored neither choice: they load with the Sobel map and a two-sided
+    forest, the settings their stored thresholds and scores were made with."""
+
+    def make_old(doc: dict) -> None:
+        del doc["radar"]["pixel_map"], doc["radar"]["iforest"]["one_sided"]
+        cal = doc["calibration"]
+        old = IsoForestDetector(
+            np.asarray(cal["features"]),
+            IsoForestConfig(**{**doc["radar"]["iforest"], "one_sided": False}),
+        )
+        cal["in_sample_scores"] = old.score(old.features).tolist()
+        cal["threshold"] = old.threshold
+
+    _edit_config(model_copy, make_old)
+    loaded = load_model(model_copy, CPU)
+    assert isinstance(loaded, RadarScorer)
+    assert loaded.config.pixel_map == "sobel" and not loaded.config.iforest.one_sided
+    # the defaults would not reproduce the stored (two-sided) scores: the check still bites
+    _edit_config(model_copy, lambda d: d["radar"]["iforest"].update(one_sided=True))
+    with pytest.raises(ArtifactError, match="does not reproduce"):
+        load_model(model_copy, CPU)
 
 
 def test_missing_directory_and_files(model_copy: Path, tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from scorer.data import (
     read_mask,
     to_model_tensor,
 )
-from scorer.features import FeatureConfig, defect_mask, global_norm, image_features, max_window_norm
+from scorer.features import (
+    FeatureConfig,
+    defect_mask,
+    global_norm,
+    image_features,
+    lowpass_pixel_maps,
+    max_window_norm,
+    sobel_pixel_maps,
+)
 
 
 def test_f1_is_size_invariant_and_f2_finds_the_hot_window() -> None:
@@ -49,6 +57,35 @@ def test_image_features_respond_to_a_local_disturbance_and_are_exact() -> None:
     (c,), (d,) = image_features([shifted], cfg), image_features([noise], cfg)
     assert c.f1 == d.f1 and c.f2 == d.f2 and np.array_equal(c.pixel_map, d.pixel_map)
     np.testing.assert_allclose(c.pixel_map, a.pixel_map, rtol=1e-5)
+
+
+def test_lowpass_map_fills_a_systematic_residual_and_ignores_random_noise() -> None:
+    """A defect biases ε̂ − ε the same way over its area; the network's random error does not.
+    The low-pass map is high inside the biased patch; the Sobel map only along its outline."""
+    rng = np.random.default_rng(2)
+    resid = rng.normal(size=(1, 96, 96)).astype(np.float32)
+    resid[0, 30:60, 30:60] += 1.0  # same sign over the patch
+    cfg = FeatureConfig()
+    (low,) = lowpass_pixel_maps([resid], cfg, sigma=4.0)
+    assert low.shape == (96, 96) and low.dtype == np.float32
+    assert low[45, 45] > 3 * np.median(low[:, 75:])  # centre of the patch vs clean area
+    (sobel,) = sobel_pixel_maps([np.abs(resid[0])], cfg)
+    assert low[45, 45] / low[30, 45] > sobel[45, 45] / sobel[30, 45]  # centre vs outline
+    # channels add up: the same bias in three channels gives a √3 larger map
+    (tri,) = lowpass_pixel_maps([np.repeat(resid, 3, 0)], cfg, 4.0)
+    np.testing.assert_allclose(tri, np.sqrt(3) * low, rtol=1e-4)
+
+
+def test_image_features_take_given_pixel_maps() -> None:
+    rng = np.random.default_rng(3)
+    maps = [np.abs(rng.normal(size=(32, 32))).astype(np.float32) for _ in range(2)]
+    given = [np.full((32, 32), float(i), np.float32) for i in range(2)]
+    plain = image_features(maps, FeatureConfig())
+    with_given = image_features(maps, FeatureConfig(), given)
+    for p, g, m in zip(plain, with_given, given, strict=True):
+        assert (p.f1, p.f2) == (g.f1, g.f2) and np.array_equal(g.pixel_map, m)
+    with pytest.raises(ValueError, match="pixel maps"):
+        image_features(maps, FeatureConfig(), given[:1])
 
 
 def test_defect_mask_opens_and_drops_small_components() -> None:

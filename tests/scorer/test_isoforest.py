@@ -38,3 +38,17 @@ def test_sklearn_threshold_and_bad_settings() -> None:
         IsoForestDetector(_features(), IsoForestConfig(threshold="magic"))
     with pytest.raises(ValueError, match="at least 2"):
         IsoForestDetector(_features(1))
+
+
+def test_one_sided_forest_does_not_flag_a_lower_than_usual_residual() -> None:
+    """RADAR's features grow with the residual: below the calibration median is as normal as
+    the median; a two-sided forest isolates such a point and scores it like an outlier."""
+    feats = _features()
+    low, median = np.array([[0.7, 1.4]]), np.median(feats, axis=0, keepdims=True)
+    one, two = IsoForestDetector(feats), IsoForestDetector(feats, IsoForestConfig(one_sided=False))
+    assert one.config.one_sided
+    assert one.score(low)[0] == pytest.approx(one.score(median)[0])
+    assert not one.decide(one.score(low))[0]
+    assert two.score(low)[0] > two.score(median)[0] and two.decide(two.score(low))[0]
+    high = np.array([[1.0, 3.5]])  # only f2 high: still an outlier
+    assert one.decide(one.score(high))[0]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scorer.device import pick_device
+from scorer.features import image_features
 from scorer.methods import TrainData, get_method, method_names
 from scorer.radar import RadarScorer
 
@@ -93,11 +94,18 @@ def test_draws_average_and_radar_options(
     data = TrainData(
         [make_texture(rng) for _ in range(4)], [make_texture(rng) for _ in range(3)], 1, "s"
     )
-    extra = {"draws": 2, "window": 8, "whiten": False}
+    # the paper's pipeline: raw noise map, Sobel pixel map, two-sided forest
+    extra = {"draws": 3, "window": 8, "whiten": False, "pixel_map": "sobel", "one_sided": False}
     settings = settings_factory(steps=5, t_candidates=(100,), extra=extra)
     model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 60)
-    assert model.config.draws == 2 and model.config.features.window == 8
+    assert model.config.draws == 3 and model.config.features.window == 8
     assert model.whitening is None and not model.config.whitening.whiten
+    assert model.config.pixel_map == "sobel" and not model.detector.config.one_sided
+    (result,) = model.score_batch([data.train[0]])
+    (resid,) = model.residual_maps([data.train[0]])
+    (paper,) = image_features([np.sqrt(np.sum(resid**2, axis=0))], model.config.features)
+    np.testing.assert_allclose(result.anomaly_map, paper.pixel_map, rtol=1e-5)
+    assert (result.f1, result.f2) == pytest.approx((paper.f1, paper.f2))
     with pytest.raises(ValueError, match="unknown RADAR options"):
         RadarScorer.fit(data, settings_factory(extra={"bogus": 1}), pick_device("cpu"), 0.0)
 
@@ -110,6 +118,8 @@ def test_draws_average_and_radar_options(
         ({"draws": 0}, "draws"),
         ({"pixel_quantile": 1.0}, "pixel_quantile"),
         ({"criterion": "vibes"}, "criterion"),
+        ({"pixel_map": "vibes"}, "pixel_map"),
+        ({"pixel_sigma": 0.0}, "pixel_sigma"),
     ],
 )
 def test_radar_config_validation(kw: dict, message: str) -> None:
