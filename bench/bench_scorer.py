@@ -3,7 +3,8 @@ same network on the same patches in the same run, plus p50/p95 single-image late
 
     python -m bench.bench_scorer [--configs 32:64:48,16:64:48] [--size 256] [--batch 8]
 
-A config is ``width:patch:stride``. Weights are random (speed does not depend on training);
+A config is ``width:patch:stride``; the scorer runs RADAR's default number of noise draws
+(each patch goes through the network once per draw, in the baseline too). Weights are random (speed does not depend on training);
 the network output is made non-trivial so no path is short-circuited.
 """
 
@@ -66,13 +67,14 @@ def build_scorer(width: int, patch: int, stride: int, device: DeviceInfo) -> Rad
 
 
 def time_raw(scorer: RadarScorer, images: list[np.ndarray], batch: int, repeats: int) -> float:
-    """images/s of the bare network on exactly the patches score_batch would build."""
+    """images/s of the bare network on exactly the patches score_batch would build (each patch
+    once per noise draw)."""
     from scorer.data import to_model_tensor
 
     c, p = scorer.channels, scorer.config.patch
     x = to_model_tensor(images[:batch], c)
     grid = PatchGrid(x.shape[-2], x.shape[-1], p, scorer.config.stride)
-    patches = grid.extract(x).reshape(-1, c, p, p)
+    patches = grid.extract(x).reshape(-1, c, p, p).repeat(scorer.config.draws, 1, 1, 1)
     scorer._forward(patches, 100)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):

@@ -20,7 +20,7 @@ class FeatureConfig:
     # fdm_rectilinear (width-16 model, t=100): blur 1 / map 2 gave pixel AUROC 0.851, PRO 0.766;
     # blur 2 / map 4 gave 0.897 / 0.827 at the same image AUROC.
     blur_sigma: float = 2.0
-    window: int = 16  # w of f2's sliding w×w window
+    window: int = 16  # w of f2's sliding w×w window (RADAR uses 32: see RADAR_WINDOW)
     map_sigma: float = 4.0  # smoothing of the Sobel map into the pixel anomaly map
     open_kernel: int = 3  # morphological opening of the mask
     min_area: int = 16  # connected components smaller than this are dropped (pixels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -83,18 +84,35 @@ class IsoForestDetector:
     def cross_fitted_scores(self, folds: int) -> np.ndarray:
         """Out-of-sample scores of the calibration images (each scored by a forest fitted on the
         other folds), a fair Phase I reference: in-sample scores are biased low."""
-        n = len(self.features)
-        folds = max(2, min(folds, n))
-        if n < 2 * folds:
-            folds = max(2, n // 2)
-        order = np.random.default_rng(self.config.random_state).permutation(n)
-        out = np.empty(n)
-        for k in range(folds):
-            held = order[k::folds]
-            rest = np.setdiff1d(order, held)
-            if len(rest) < 2:
-                out[held] = self.score(self.features[held])
-                continue
-            forest, floor = self._fit(self.features[rest]), self._floor(self.features[rest])
-            out[held] = -forest.score_samples(self._clip(self.features[held], floor))
-        return out
+
+        def fit_score(fit_on: np.ndarray, score: np.ndarray) -> np.ndarray:
+            forest, floor = self._fit(fit_on), self._floor(fit_on)
+            return -forest.score_samples(self._clip(score, floor))
+
+        return cross_fit(self.features, fit_score, self.score, folds, self.config.random_state)
+
+
+def cross_fit(
+    features: np.ndarray,
+    fit_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    score_all: Callable[[np.ndarray], np.ndarray],
+    folds: int,
+    seed: int,
+) -> np.ndarray:
+    """Each calibration row scored by a detector fitted on the other folds:
+    ``fit_score(fit_on, to_score)``; ``score_all`` (the full fit) when a fold leaves < 2 rows."""
+    n = len(features)
+    folds = max(2, min(folds, n))
+    if n < 2 * folds:
+        folds = max(2, n // 2)
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n)
+    for k in range(folds):
+        held = order[k::folds]
+        rest = np.setdiff1d(order, held)
+        out[held] = (
+            score_all(features[held])
+            if len(rest) < 2
+            else fit_score(features[rest], features[held])
+        )
+    return out

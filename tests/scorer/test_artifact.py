@@ -62,6 +62,7 @@ def test_artifact_from_before_the_lowpass_map_and_one_sided_forest_loads_as_it_w
 
     def make_old(doc: dict) -> None:
         del doc["radar"]["pixel_map"], doc["radar"]["iforest"]["one_sided"]
+        del doc["radar"]["detector"]
         cal = doc["calibration"]
         old = IsoForestDetector(
             np.asarray(cal["features"]),
@@ -73,7 +74,8 @@ def test_artifact_from_before_the_lowpass_map_and_one_sided_forest_loads_as_it_w
     _edit_config(model_copy, make_old)
     loaded = load_model(model_copy, CPU)
     assert isinstance(loaded, RadarScorer)
-    assert loaded.config.pixel_map == "sobel" and not loaded.config.iforest.one_sided
+    assert loaded.config.pixel_map == "sobel" and loaded.config.detector == "iforest"
+    assert not loaded.config.iforest.one_sided
     # the defaults would not reproduce the stored (two-sided) scores: the check still bites
     _edit_config(model_copy, lambda d: d["radar"]["iforest"].update(one_sided=True))
     with pytest.raises(ArtifactError, match="does not reproduce"):
@@ -96,7 +98,7 @@ def test_missing_directory_and_files(model_copy: Path, tmp_path: Path) -> None:
         (lambda d: d.pop("architecture"), "missing field 'architecture'"),
         (lambda d: d["architecture"].update(base_width=16), "architecture expects"),
         (lambda d: d["architecture"].update(frobs=1), "invalid settings"),
-        (lambda d: d["calibration"]["features"][0].__setitem__(0, 123.0), "Isolation Forest"),
+        (lambda d: d["calibration"]["features"][0].__setitem__(0, 123.0), "does not reproduce"),
         (lambda d: d["calibration"].update(features=[[1.0]]), "calibration features"),
         (lambda d: d["calibration"]["whitening"].update(energy=[-1.0]), "invalid whitening"),
     ],

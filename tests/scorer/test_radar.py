@@ -10,6 +10,7 @@ import pytest
 
 from scorer.device import pick_device
 from scorer.features import image_features
+from scorer.isoforest import IsoForestDetector
 from scorer.methods import TrainData, get_method, method_names
 from scorer.radar import RadarScorer
 
@@ -94,13 +95,21 @@ def test_draws_average_and_radar_options(
     data = TrainData(
         [make_texture(rng) for _ in range(4)], [make_texture(rng) for _ in range(3)], 1, "s"
     )
-    # the paper's pipeline: raw noise map, Sobel pixel map, two-sided forest
-    extra = {"draws": 3, "window": 8, "whiten": False, "pixel_map": "sobel", "one_sided": False}
+    # the paper's pipeline: raw noise map, Sobel pixel map, two-sided Isolation Forest
+    extra = {
+        "draws": 3,
+        "window": 8,
+        "whiten": False,
+        "pixel_map": "sobel",
+        "detector": "iforest",
+        "one_sided": False,
+    }
     settings = settings_factory(steps=5, t_candidates=(100,), extra=extra)
     model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 60)
     assert model.config.draws == 3 and model.config.features.window == 8
     assert model.whitening is None and not model.config.whitening.whiten
-    assert model.config.pixel_map == "sobel" and not model.detector.config.one_sided
+    assert model.config.pixel_map == "sobel" and isinstance(model.detector, IsoForestDetector)
+    assert not model.detector.config.one_sided
     (result,) = model.score_batch([data.train[0]])
     (resid,) = model.residual_maps([data.train[0]])
     (paper,) = image_features([np.sqrt(np.sum(resid**2, axis=0))], model.config.features)
@@ -120,6 +129,7 @@ def test_draws_average_and_radar_options(
         ({"criterion": "vibes"}, "criterion"),
         ({"pixel_map": "vibes"}, "pixel_map"),
         ({"pixel_sigma": 0.0}, "pixel_sigma"),
+        ({"detector": "vibes"}, "detector"),
     ],
 )
 def test_radar_config_validation(kw: dict, message: str) -> None:
