@@ -66,7 +66,14 @@ def train_cmd(
     ),
     rotations: bool = typer.Option(True, help="90° rotations in augmentation"),
     flips: bool = typer.Option(True, help="flips in augmentation"),
-    option: list[str] = typer.Option([], "--option", help="method option key=value (repeatable)"),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="method option key=value (repeatable). RADAR, e.g.: draws=2, window=32, "
+        "whiten=true|false, pixel_map=lowpass|sobel, detector=tail|iforest, "
+        "one_sided=true|false, contamination=0.02; the paper's pipeline: whiten=false "
+        "pixel_map=sobel detector=iforest one_sided=false draws=1 window=16",
+    ),
 ) -> None:
     """Train a model on normal images and calibrate it on a held-out share."""
     from scorer.methods import TrainSettings, method_names

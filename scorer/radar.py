@@ -2,8 +2,9 @@
 
 patches → x_t* with position-seeded ε → ε̂ = ε_θ(x_t*, t*) → stitch ε̂ − ε → L2 over channels →
 whitened by its normal level for the local content (ours, scorer.whitening) → blur + Sobel →
-(f1, f2) → Isolation Forest. The pixel map is the smoothed energy of the low-passed signed
-residual (ours; the paper's smoothed Sobel map with pixel_map="sobel").
+(f1, f2) → one-sided tail score (ours, scorer.tail; the paper's Isolation Forest with
+detector="iforest"). The pixel map is the smoothed energy of the low-passed signed residual
+(ours; the paper's smoothed Sobel map with pixel_map="sobel").
 """
 
 from __future__ import annotations
