@@ -4,8 +4,9 @@ same network on the same patches in the same run, plus p50/p95 single-image late
     python -m bench.bench_scorer [--configs 32:64:48,16:64:48] [--size 256] [--batch 8]
 
 A config is ``width:patch:stride``; the scorer runs RADAR's default number of noise draws
-(each patch goes through the network once per draw, in the baseline too). Weights are random (speed does not depend on training);
-the network output is made non-trivial so no path is short-circuited.
+(each patch goes through the network once per draw, in the baseline too). Weights are random
+(speed does not depend on training); the network output is made non-trivial so no path is
+short-circuited.
 """
 
 from __future__ import annotations
