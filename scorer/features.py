@@ -90,6 +90,7 @@ def max_window_norm(edge: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def _same_shape_groups(maps: Sequence[np.ndarray]) -> list[list[int]]:
+    """Indices of the maps grouped by shape, so each group goes through torch as one batch."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, m in enumerate(maps):
         groups.setdefault(np.shape(m), []).append(i)
@@ -97,7 +98,7 @@ def _same_shape_groups(maps: Sequence[np.ndarray]) -> list[list[int]]:
 
 
 def _stack(maps: Sequence[np.ndarray], idxs: list[int]) -> torch.Tensor:
-    """(B, 1, H, W) float32 tensor of the maps at ``idxs``."""
+    """(B, 1, *shape) float32 tensor of the maps at ``idxs``."""
     return torch.stack([torch.as_tensor(np.asarray(maps[i], np.float32)) for i in idxs])[:, None]
 
 
@@ -124,11 +125,8 @@ def lowpass_pixel_maps(
     RadarConfig.pixel_map for the measurements). ``residuals`` are (C, H, W).
     """
     out: list[np.ndarray] = [np.empty(0)] * len(residuals)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, r in enumerate(residuals):
-        groups.setdefault(np.shape(r), []).append(i)
-    for idxs in groups.values():
-        x = torch.stack([torch.as_tensor(np.asarray(residuals[i], np.float32)) for i in idxs])
+    for idxs in _same_shape_groups(residuals):
+        x = _stack(residuals, idxs)[:, 0]  # (B, C, H, W)
         b, c, h, w = x.shape
         low = gaussian_blur(x.reshape(b * c, 1, h, w), cfg.blur_sigma).reshape(b, c, h, w)
         energy = low.square().sum(dim=1, keepdim=True)
