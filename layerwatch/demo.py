@@ -91,19 +91,17 @@ def write_normal_layers(folder: Path, opts: DemoOptions, on_image: Any = None) -
     hold-out is as independent of the training layers as a new print is), at any layer height.
     The simulator's data sets skip the solid bottom layers (0–3); a model that never saw them
     flagged layers 0–3 of every demo print once the residual was whitened."""
-    import cv2
-
     from ingest.simulate import make_renderer, render_layer
     from ingest.simulate.categories import resolve_category
+    from ingest.simulate.dataset import save_png
 
-    folder.mkdir(parents=True, exist_ok=True)
     cat = resolve_category(opts.category, "fdm")
     rng = np.random.default_rng(opts.seed + 1000)
     for i in range(opts.train_images):
         renderer = make_renderer(cat, opts.seed + 1000 + i, opts.size, opts.layers, False)
         layer = int(rng.integers(0, opts.layers))
         frame = render_layer(renderer, layer, [])
-        cv2.imwrite(str(folder / f"{i:04d}_{layer:03d}.png"), frame.image)
+        save_png(folder / f"{i:04d}_{layer:03d}.png", frame.image)
         if on_image is not None:
             on_image()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,32 @@ def image_threshold(scores: Sequence[float] | np.ndarray, contamination: float) 
     if s.size < 2:
         raise ValueError("calibration needs at least 2 held-out normal images")
     return float(np.quantile(s, 1.0 - contamination))
+
+
+def cross_fit(
+    features: np.ndarray,
+    fit_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    score_all: Callable[[np.ndarray], np.ndarray],
+    folds: int,
+    seed: int,
+) -> np.ndarray:
+    """Each calibration row scored by a detector fitted on the other folds:
+    ``fit_score(fit_on, to_score)``; ``score_all`` (the full fit) when a fold leaves < 2 rows."""
+    n = len(features)
+    folds = max(2, min(folds, n))
+    if n < 2 * folds:
+        folds = max(2, n // 2)
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n)
+    for k in range(folds):
+        held = order[k::folds]
+        rest = np.setdiff1d(order, held)
+        out[held] = (
+            score_all(features[held])
+            if len(rest) < 2
+            else fit_score(features[rest], features[held])
+        )
+    return out
 
 
 def map_features(maps: Sequence[np.ndarray], window: int) -> list[tuple[float, float]]:

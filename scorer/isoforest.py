@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
+
+from scorer.calibration import cross_fit, image_threshold
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class IsoForestDetector:
             self.threshold = float(-self.forest.offset_)
         else:
             c = self.config.contamination
-            if not isinstance(c, float | int) or not 0 < c < 0.5:
-                raise ValueError(f"crossfit threshold needs 0 < contamination < 0.5, got {c!r}")
-            self.threshold = float(np.quantile(self.calibration_scores, 1.0 - c))
+            if not isinstance(c, float | int):
+                raise ValueError(f"crossfit threshold needs a numeric contamination, got {c!r}")
+            self.threshold = image_threshold(self.calibration_scores, c)
 
     def _floor(self, features: np.ndarray) -> np.ndarray | None:
         return np.median(features, axis=0) if self.config.one_sided else None
@@ -90,29 +91,3 @@ class IsoForestDetector:
             return -forest.score_samples(self._clip(score, floor))
 
         return cross_fit(self.features, fit_score, self.score, folds, self.config.random_state)
-
-
-def cross_fit(
-    features: np.ndarray,
-    fit_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    score_all: Callable[[np.ndarray], np.ndarray],
-    folds: int,
-    seed: int,
-) -> np.ndarray:
-    """Each calibration row scored by a detector fitted on the other folds:
-    ``fit_score(fit_on, to_score)``; ``score_all`` (the full fit) when a fold leaves < 2 rows."""
-    n = len(features)
-    folds = max(2, min(folds, n))
-    if n < 2 * folds:
-        folds = max(2, n // 2)
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n)
-    for k in range(folds):
-        held = order[k::folds]
-        rest = np.setdiff1d(order, held)
-        out[held] = (
-            score_all(features[held])
-            if len(rest) < 2
-            else fit_score(features[rest], features[held])
-        )
-    return out

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from scorer.isoforest import cross_fit
+from scorer.calibration import cross_fit, image_threshold
 
 _MAD_TO_SIGMA = 1.4826
 
@@ -50,9 +50,6 @@ class TailDetector:
 
     def __init__(self, features: np.ndarray, config: TailConfig | None = None) -> None:
         self.config = config or TailConfig()
-        c = self.config.contamination
-        if not 0 < c < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {c!r}")
         self.features = np.asarray(features, dtype=np.float64).reshape(-1, 2)
         if len(self.features) < 2:
             raise ValueError("the tail score needs at least 2 calibration images")
@@ -64,7 +61,7 @@ class TailDetector:
         self.calibration_scores = cross_fit(
             self.features, fit_score, self.score, self.config.folds, self.config.random_state
         )
-        self.threshold = float(np.quantile(self.calibration_scores, 1.0 - c))
+        self.threshold = image_threshold(self.calibration_scores, self.config.contamination)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, dtype=np.float64).reshape(-1, 2)
