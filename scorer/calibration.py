@@ -47,8 +47,22 @@ def cross_fit(
     seed: int,
 ) -> np.ndarray:
     """Each calibration row scored by a detector fitted on the other folds:
-    ``fit_score(fit_on, to_score)``; ``score_all`` (the full fit) when a fold leaves < 2 rows."""
+    ``fit_score(fit_on, to_score)``; ``score_all`` (the full fit) when a fold leaves < 2 rows.
+
+    ``folds <= 0`` is leave-one-out: each row scored by a fit on all the others. It is
+    deterministic (no fold draw) and its fits are the closest to the final one on all n rows;
+    a cheap detector (the tail score) uses it. k-fold draws its folds from ``seed``.
+    """
     n = len(features)
+    if folds <= 0:
+        return np.array(
+            [
+                fit_score(np.delete(features, i, axis=0), features[i : i + 1])[0]
+                if n > 2
+                else score_all(features[i : i + 1])[0]
+                for i in range(n)
+            ]
+        )
     folds = max(2, min(folds, n))
     if n < 2 * folds:
         folds = max(2, n // 2)

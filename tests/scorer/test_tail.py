@@ -46,3 +46,15 @@ def test_threshold_is_a_cross_fitted_quantile_and_settings_are_checked() -> None
         TailDetector(_features(), TailConfig(contamination=0.5))
     with pytest.raises(ValueError, match="at least 2"):
         TailDetector(_features(1))
+
+
+def test_default_threshold_is_leave_one_out_and_needs_no_fold_draw() -> None:
+    feats = _features()
+    det = TailDetector(feats)
+    for i in (0, 7, len(feats) - 1):  # row i scored by a fit on every other row
+        alone = TailDetector(np.delete(feats, i, axis=0))
+        assert det.calibration_scores[i] == pytest.approx(alone.score(feats[i : i + 1])[0])
+    other_seed = TailDetector(feats, TailConfig(random_state=99))
+    assert np.array_equal(det.calibration_scores, other_seed.calibration_scores)
+    k_fold = [TailDetector(feats, TailConfig(folds=5, random_state=s)).threshold for s in (0, 1)]
+    assert k_fold[0] != k_fold[1]  # what leave-one-out removes: the threshold moved with the draw
