@@ -2,6 +2,7 @@
 
     python -m bench.false_stops [--model DIR] [--prints 8] [--layers 60] [--first-seed 100]
                                 [--defects KIND,...] [--onset 30] [--phase1 model,job]
+                                [--k 0.5,1.5]
 
 Each print is simulated, scored by the model and fed layer by layer to a ``JobMonitor`` as the
 live monitor would, once per Phase I source (``model``: the model's calibration scores, the
@@ -28,6 +29,7 @@ from ingest.simulate import simulate_print
 from ingest.simulate.defect_types import DefectEvent
 from layerwatch.demo import demo_model_dir
 from monitor.calibration import Calibration
+from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
 from monitor.service import model_calibration
 from scorer.device import pick_device
@@ -76,9 +78,15 @@ def score_print(model, name: str, seed: int, defects: Sequence[DefectEvent], arg
     return PrintRun(name, seed, onset, layers, sum(r.anomalous for r in results))
 
 
-def monitor_print(run: PrintRun, calibration: Calibration, phase1_layers: int) -> Outcome:
+def monitor_print(
+    run: PrintRun, calibration: Calibration, phase1_layers: int, design: ChartDesign
+) -> Outcome:
     monitor = JobMonitor(
-        "bench", f"{run.name}-{run.seed}", calibration=calibration, phase1_layers=phase1_layers
+        "bench",
+        f"{run.name}-{run.seed}",
+        calibration=calibration,
+        phase1_layers=phase1_layers,
+        design=design,
     )
     first: dict[str, tuple[int, str] | None] = {"warn": None, "stop": None}
     for layer, (score, f1, f2, area) in enumerate(run.layers):
@@ -89,13 +97,14 @@ def monitor_print(run: PrintRun, calibration: Calibration, phase1_layers: int) -
     return Outcome(run, first["warn"], first["stop"])
 
 
-def summarise(label: str, outcomes: Sequence[Outcome]) -> dict:
+def summarise(label: str, k: float, outcomes: Sequence[Outcome]) -> dict:
     normal = [o for o in outcomes if o.run.onset is None]
     defect = [o for o in outcomes if o.run.onset is not None]
     delays = [o.delay for o in defect if o.delay is not None]
     missed = [o.run.name for o in defect if o.first_stop is None]
     return {
         "phase1": label,
+        "cusum_k": k,
         "normal_prints": len(normal),
         "normal_stopped": sum(o.false_stop for o in normal),
         "defect_prints": len(defect),
@@ -120,6 +129,9 @@ def main() -> None:
     ap.add_argument("--onset", type=int, default=30, help="layer the defects start on")
     ap.add_argument("--phase1", default="model,job", help="Phase I sources to compare")
     ap.add_argument("--phase1-layers", type=int, default=20, help="job Phase I length")
+    ap.add_argument(
+        "--k", default="", help="CUSUM reference values to compare (default: the design's)"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
     ap.add_argument("--json", type=Path, help="write the summaries here")
@@ -145,24 +157,27 @@ def main() -> None:
     print(f"scored {len(runs)} prints × {args.layers} layers")
 
     sources = {"model": model_calibration(config), "job": Calibration()}
+    ks = [float(k) for k in args.k.split(",") if k] or [ChartDesign().k]
     summaries = []
     for label in args.phase1.split(","):
-        outcomes = [monitor_print(r, sources[label], args.phase1_layers) for r in runs]
-        print(f"\n== Phase I from the {label}")
-        for o in outcomes:
-            what = "normal" if o.run.onset is None else f"{o.run.name} from {o.run.onset}"
+        for k in ks:
+            design = ChartDesign(k=k)
+            outcomes = [monitor_print(r, sources[label], args.phase1_layers, design) for r in runs]
+            print(f"\n== Phase I from the {label}, CUSUM k = {k:g}")
+            for o in outcomes:
+                what = "normal" if o.run.onset is None else f"{o.run.name} from {o.run.onset}"
+                print(
+                    f"  seed {o.run.seed} {what}: {o.run.flagged}/{args.layers} flagged, "
+                    f"first warn {o.first_warn}, first stop {o.first_stop}"
+                )
+            s = summarise(label, k, outcomes)
+            summaries.append(s)
             print(
-                f"  seed {o.run.seed} {what}: {o.run.flagged}/{args.layers} flagged, "
-                f"first warn {o.first_warn}, first stop {o.first_stop}"
+                f"  normal prints stopped {s['normal_stopped']}/{s['normal_prints']}; defective "
+                f"prints: stopped before the onset {s['stopped_before_onset']}, detected "
+                f"{s['detected']}/{s['defect_prints']} (median delay {s['median_delay']} "
+                f"layers), missed {', '.join(s['missed']) or 'none'}"
             )
-        s = summarise(label, outcomes)
-        summaries.append(s)
-        print(
-            f"  normal prints stopped {s['normal_stopped']}/{s['normal_prints']}; defective "
-            f"prints: stopped before the onset {s['stopped_before_onset']}, detected "
-            f"{s['detected']}/{s['defect_prints']} (median delay {s['median_delay']} layers), "
-            f"missed {', '.join(s['missed']) or 'none'}"
-        )
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1))
 

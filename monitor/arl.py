@@ -196,7 +196,9 @@ def ewma_L_for_arl0(lam: float, arl0: float) -> float:
 
 @lru_cache(maxsize=256)
 def cusum_h_for_arl0(k: float, arl0: float, fir: bool = False) -> float:
-    return _solve_log(lambda h: cusum_arl(k, h, fir=fir), arl0, 0.5, 12.0)
+    # Start low and widen: with a large k the ARL grows so fast in h that the Markov chain's
+    # linear solve is meaningless far above the root (k = 2, h = 12: ARL ~ 1e20).
+    return _solve_log(lambda h: cusum_arl(k, h, fir=fir), arl0, 0.1, 2.0)
 
 
 @lru_cache(maxsize=256)

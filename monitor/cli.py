@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+DEFAULT_K = ChartDesign().k
 ARL0 = Annotated[
     float | None, typer.Option(help="stop-level ARL0 per build (overrides --layers/-prob)")
 ]
@@ -79,7 +80,7 @@ def design(
     false_alarm_prob: Prob = 0.05,
     warn_false_alarm_prob: WarnProb = 0.2,
     lam: Lam = 0.2,
-    k: K = 0.5,
+    k: K = DEFAULT_K,
     policy: PolicyFile = None,
     mc_runs: Annotated[int, typer.Option(help="Monte Carlo runs where no chain exists")] = 1000,
 ) -> None:
@@ -167,7 +168,7 @@ def replay(
     false_alarm_prob: Prob = 0.05,
     warn_false_alarm_prob: WarnProb = 0.2,
     lam: Lam = 0.2,
-    k: K = 0.5,
+    k: K = DEFAULT_K,
 ) -> None:
     """Chart a scores CSV (printer,job,layer,score[,f1,f2,defect_area]) through JobMonitor.
 
@@ -231,6 +232,7 @@ def run(
     layers: Layers = 1000,
     false_alarm_prob: Prob = 0.05,
     warn_prob: WarnProb = 0.2,
+    k: K = DEFAULT_K,
 ) -> None:
     """Run the monitor service: consumer group 'monitor' on the scores topic; chart points
     and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers."""
@@ -257,7 +259,7 @@ def run(
         topics=s.topics,
         policies=_policies(policy),
         printers=printers,
-        design=_design(None, layers, false_alarm_prob, warn_prob, 0.2, 0.5),
+        design=_design(None, layers, false_alarm_prob, warn_prob, 0.2, k),
         phase1_layers=phase1_layers,
         phase1=phase1,  # type: ignore[arg-type]
         on_alarm=_grafana_hook(s),

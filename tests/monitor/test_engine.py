@@ -75,6 +75,26 @@ def test_detects_a_planted_shift_at_the_right_layer() -> None:
     assert len({e.key for e in events}) == len(events)  # one alarm per episode
 
 
+def _first_stop(mon: JobMonitor, scores: list[float]) -> int | None:
+    for layer, s in enumerate(scores, start=1):
+        if any(e.level == "stop" for e in mon.update(layer, s)[1]):
+            return layer
+    return None
+
+
+def test_a_print_sitting_above_the_calibration_mean_is_not_stopped() -> None:
+    """Phase I from a model's calibration mixes prints: one normal print can sit a whole sigma
+    above the mean with little spread of its own. The default k (1.5) lets it run 1000 layers;
+    the textbook k = 0.5 stops it, which is why the default changed."""
+    offset_print = (1.0 + 0.4 * np.random.default_rng(5).standard_normal(1000)).tolist()
+    assert _first_stop(JobMonitor("p", "j", calibration=CAL), offset_print) is None
+    textbook = JobMonitor("p", "j", calibration=CAL, design=ChartDesign(k=0.5))
+    assert _first_stop(textbook, offset_print) is not None
+    defect = offset_print[:200] + [s + 3.0 for s in offset_print[200:]]
+    stop = _first_stop(JobMonitor("p", "j", calibration=CAL), defect)
+    assert stop is not None and 201 <= stop <= 203
+
+
 def test_replay_rebuilds_the_same_state() -> None:
     rng = np.random.default_rng(4)
     n = 300
