@@ -112,6 +112,8 @@ def fit_scores(
     x = x[np.isfinite(x)]
     if x.size < 10:
         raise ValueError(f"Phase I needs at least 10 finite scores, got {x.size}")
+    if np.ptp(x) == 0:  # before the transform fit, which has nothing to fit (scipy warnings)
+        raise ValueError(f"Phase I scores have zero spread (all {x[0]:g}); cannot standardise")
     for round_ in range(max_rounds + 1):
         yj = YeoJohnson.fit(x) if transform == "yeojohnson" else None
         y = yj.array(x) if yj else x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -102,6 +103,10 @@ def test_too_little_or_flat_data() -> None:
         fit_scores([1.0, 2.0, float("nan")])
     with pytest.raises(ValueError, match="zero spread"):
         fit_scores([1.0] * 30, transform="none")
+    with warnings.catch_warnings():  # a one-sided score's quiet job: every layer 0
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="zero spread"):
+            fit_scores([0.0] * 20)
     with pytest.raises(ValueError, match="p \\+ 1"):
         fit_features([[1.0, 2.0], [2.0, 3.0]])
 
