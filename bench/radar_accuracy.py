@@ -82,6 +82,10 @@ def table(name: str, rep: dict, extra: dict) -> str:
     lines = [f"### {name}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {rep[k]:.4f} |" for k in METRICS]
     lines += [
+        f"| {k}, 95 % bootstrap interval | {lo:.3f}–{hi:.3f} |"
+        for k, (lo, hi) in rep["ci95"].items()
+    ]
+    lines += [
         f"| image AUROC, {kind} vs good | {v['image_auroc']:.3f} |"
         for kind, v in rep["per_kind"].items()
         if kind != "good"

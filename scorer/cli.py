@@ -147,11 +147,13 @@ def evaluate_cmd(
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95 % bootstrap interval", justify="right")
     for key in (
         "image_auroc", "accuracy", "precision", "recall", "f1", "false_positive_rate",
         "pixel_auroc", "pro", "images_per_second", "latency_ms_mean",
     ):  # fmt: skip
-        table.add_row(key, f"{getattr(report, key):.4f}")
+        ci = report.ci95.get(key)
+        table.add_row(key, f"{getattr(report, key):.4f}", f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "")
     console.print(table)
     console.print(f"written {json_out} and {png_out}")
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from scorer.batch import CSV_COLUMNS, map_name
 from scorer.cli import register
 from scorer.device import pick_device
-from scorer.evaluate import evaluate, pro_auc
+from scorer.evaluate import bootstrap_ci, evaluate, pro_auc
 from scorer.methods import TrainSettings, load_model
 from scorer.train import PatchSampler, split_holdout
 
@@ -92,7 +92,23 @@ def test_evaluate_metrics_on_the_tiny_model(
     # one defect kind: its AUROC against the good images is the overall one
     assert report.per_kind["blob"]["image_auroc"] == report.image_auroc
     assert np.isnan(report.per_kind["good"]["image_auroc"])
-    assert json.loads((tmp_path / "e.json").read_text())["category"] == str(category)
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["category"] == str(category)
+    lo, hi = saved["ci95"]["image_auroc"]
+    assert lo <= report.image_auroc <= hi
+
+
+def test_bootstrap_intervals() -> None:
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(40, int), np.zeros(60, int)]
+    separated = bootstrap_ci(y, y + 0.1 * rng.random(100), y)
+    assert np.allclose([*separated["image_auroc"], *separated["f1"]], 1.0)
+    noise = rng.random(100)
+    ci = bootstrap_ci(y, noise, (noise > 0.5).astype(int))
+    lo, hi = ci["image_auroc"]
+    assert lo < 0.5 < hi and hi - lo > 0.1  # chance, and 100 images cannot pin it down
+    assert ci["f1"][0] < ci["f1"][1]
+    assert bootstrap_ci(np.zeros(5, int), noise[:5], np.zeros(5, int)) == {}
 
 
 def test_pro_perfect_random_and_empty() -> None:
