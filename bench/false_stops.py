@@ -32,6 +32,7 @@ from monitor.calibration import Calibration
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
 from monitor.service import model_calibration
+from scorer.data import iter_batches
 from scorer.device import pick_device
 from scorer.methods import load_model
 
@@ -70,9 +71,7 @@ class Outcome:
 def score_print(model, name: str, seed: int, defects: Sequence[DefectEvent], args) -> PrintRun:
     frames = simulate_print(args.layers, defects, seed=seed, size=args.size, category=args.category)
     images = [f.image for f in frames]
-    results = []
-    for i in range(0, len(images), args.batch):
-        results += model.score_batch(images[i : i + args.batch])
+    results = [r for batch in iter_batches(images, args.batch) for r in model.score_batch(batch)]
     layers = np.array([[r.score, r.f1, r.f2, r.largest_area] for r in results], dtype=float)
     onset = defects[0].layer if defects else None
     return PrintRun(name, seed, onset, layers, sum(r.anomalous for r in results))

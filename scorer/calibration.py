@@ -54,18 +54,12 @@ def cross_fit(
     a cheap detector (the tail score) uses it. k-fold draws its folds from ``seed``.
     """
     n = len(features)
-    if folds <= 0:
-        return np.array(
-            [
-                fit_score(np.delete(features, i, axis=0), features[i : i + 1])[0]
-                if n > 2
-                else score_all(features[i : i + 1])[0]
-                for i in range(n)
-            ]
-        )
-    folds = max(2, min(folds, n))
-    if n < 2 * folds:
-        folds = max(2, n // 2)
+    if folds <= 0:  # leave-one-out: n folds of one row each (the draw does not matter)
+        folds = n
+    else:
+        folds = max(2, min(folds, n))
+        if n < 2 * folds:
+            folds = max(2, n // 2)
     order = np.random.default_rng(seed).permutation(n)
     out = np.empty(n)
     for k in range(folds):
