@@ -1,12 +1,15 @@
 """Model + monitor on simulated prints: false stops on normal prints, detection on defective ones.
 
     python -m bench.false_stops [--model DIR] [--prints 8] [--layers 60] [--first-seed 100]
-                                [--defects KIND,...] [--onset 30] [--phase1 model,job]
+                                [--defects KIND,...] [--onset 30]
+                                [--phase1 model,model-scores,job]
                                 [--k 0.5,1.5]
 
 Each print is simulated, scored by the model and fed layer by layer to a ``JobMonitor`` as the
 live monitor would, once per Phase I source (``model``: the model's calibration scores, the
-monitor's default; ``job``: each job's first ``--phase1-layers`` layers). Normal prints (job
+monitor's default; ``model-scores``: the model's scores and features with the cluster areas
+from each job's first layers, as for models that stored no areas; ``job``: each job's first
+``--phase1-layers`` layers). Normal prints (job
 seeds from ``--first-seed``): every stop is a false stop. Defective prints (one per kind in
 ``--defects`` and severity in ``--severities``, onset at ``--onset``): a stop before the onset
 is a false stop too, a stop from the onset on is a detection (delay = stop layer − onset).
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +129,7 @@ def main() -> None:
     ap.add_argument("--defects", default=DEFAULT_DEFECTS, help="kinds ('' for none)")
     ap.add_argument("--severities", default="0.5,0.9")
     ap.add_argument("--onset", type=int, default=30, help="layer the defects start on")
-    ap.add_argument("--phase1", default="model,job", help="Phase I sources to compare")
+    ap.add_argument("--phase1", default="model,model-scores,job", help="Phase I sources to compare")
     ap.add_argument("--phase1-layers", type=int, default=20, help="job Phase I length")
     ap.add_argument(
         "--k", default="", help="CUSUM reference values to compare (default: the design's)"
@@ -155,7 +158,14 @@ def main() -> None:
             seed += 1
     print(f"scored {len(runs)} prints × {args.layers} layers")
 
-    sources = {"model": model_calibration(config), "job": Calibration()}
+    from_model = model_calibration(config)
+    sources = {
+        "model": from_model,
+        # the model's scores and features, the cluster areas from the job's first layers (how
+        # models from before the areas were stored run)
+        "model-scores": replace(from_model, areas=None),
+        "job": Calibration(),
+    }
     ks = [float(k) for k in args.k.split(",") if k] or [ChartDesign().k]
     summaries = []
     for label in args.phase1.split(","):

@@ -109,8 +109,8 @@ def write_normal_layers(folder: Path, opts: DemoOptions, on_image: Any = None) -
 # Bumped whenever the demo's training or the scorer's defaults change, so a cached model from
 # before is not reused: v2 trained on whole prints (v1 never saw the bottom layers); v3 has
 # 2 noise draws, the low-pass pixel map and the one-sided forest; v4 the tail score and w = 32;
-# v5 the leave-one-out threshold.
-DEMO_MODEL_VERSION = "v5"
+# v5 the leave-one-out threshold; v6 stores the calibration images' defect-cluster areas.
+DEMO_MODEL_VERSION = "v6"
 
 
 def demo_model_dir(home: Path, category: str, size: int) -> Path:

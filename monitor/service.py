@@ -6,10 +6,11 @@ that have no successful action yet (storing every attempt), publish the new alar
 the offsets. A replay after a crash rewrites the same chart points, finds the alarms already
 open, and only retries an action that never succeeded.
 
-Phase I comes from the model's calibration scores and features (stored by the scorer in the
-``models`` table); what the model lacks (the defect-cluster areas) comes from the job's first
-layers. Chart state lives in memory and is rebuilt from the job's stored scores on first sight
-of a job after a restart — the charts are deterministic, so the rebuilt state is identical.
+Phase I comes from the model's calibration scores, features and defect-cluster areas (stored
+by the scorer in the ``models`` table); what a model lacks (older models stored no areas) comes
+from the job's first layers. Chart state lives in memory and is rebuilt from the job's stored
+scores on first sight of a job after a restart — the charts are deterministic, so the rebuilt
+state is identical.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
 from monitor.alarms import AlarmEvent, PolicySet
-from monitor.calibration import Calibration, fit_features, fit_scores
+from monitor.calibration import Calibration, fit_areas, fit_features, fit_scores
 from monitor.charts import ChartPoint
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
@@ -70,16 +71,21 @@ class MonitorConfig:
 
 
 def model_calibration(config: dict[str, Any]) -> Calibration:
-    """Phase I from a model's stored calibration (image scores and (f1, f2) features)."""
+    """Phase I from a model's stored calibration: image scores, (f1, f2) features and the
+    largest defect-cluster area of each held-out normal image (models from before the areas
+    were stored leave them to the job's first layers)."""
     cal = config.get("calibration") or {}
-    score = feats = None
+    score = feats = areas = None
     scores = cal.get("image_scores") or cal.get("scores")
     if scores and len(scores) >= 10:
         score = fit_scores(scores)
     features = cal.get("features")
     if features and len(features) > 3:
         feats = fit_features(features)
-    return Calibration(score=score, features=feats)
+    largest = cal.get("largest_areas")
+    if largest and len(largest) >= 10:
+        areas = fit_areas(largest)
+    return Calibration(score=score, features=feats, areas=areas)
 
 
 class MonitorService:

@@ -29,6 +29,28 @@ def pixel_threshold(maps: Sequence[np.ndarray], quantile: float) -> float:
     return float(np.quantile(pixels, quantile))
 
 
+def cluster_areas(
+    maps: Sequence[np.ndarray], pixel_thr: float, mask_config: FeatureConfig
+) -> list[int]:
+    """Largest kept defect cluster (pixels) of each held-out normal map at the pixel threshold.
+
+    Stored in the artifact as the monitor's in-control distribution for its cluster chart:
+    without it the monitor must learn the areas from a job's first layers, which usually have
+    no cluster at all, so the first normal cluster later in the print stops it.
+    """
+    return [defect_mask(m, pixel_thr, mask_config).largest_area for m in maps]
+
+
+def read_areas(cal: dict[str, Any], where: Path) -> list[int]:
+    """The stored calibration cluster areas (empty for artifacts from before they were kept)."""
+    areas = cal.get("largest_areas", [])
+    if not isinstance(areas, list) or not all(
+        isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in areas
+    ):
+        raise ArtifactError(where, "calibration largest_areas must be a list of pixel counts")
+    return list(areas)
+
+
 def image_threshold(scores: Sequence[float] | np.ndarray, contamination: float) -> float:
     """(1 − contamination) quantile of held-out normal image scores."""
     if not 0.0 < contamination < 0.5:
@@ -131,6 +153,7 @@ def threshold_record(
     pixel_thr: float,
     contamination: float,
     pixel_quantile: float,
+    areas: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The calibration block stored in an artifact's config.json."""
     return {
@@ -139,6 +162,7 @@ def threshold_record(
         "contamination": contamination,
         "pixel_threshold": float(pixel_thr),
         "pixel_quantile": pixel_quantile,
+        "largest_areas": [int(a) for a in areas],
     }
 
 

@@ -22,9 +22,11 @@ from scorer.artifact import Artifact, ArtifactError, require
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
+    cluster_areas,
     image_threshold,
     map_features,
     pixel_threshold,
+    read_areas,
     read_thresholds,
     threshold_record,
     to_results,
@@ -112,6 +114,7 @@ class DdpmReconScorer:
         self.threshold = threshold
         self.pixel_threshold = pixel_threshold
         self.calibration_scores: list[float] = []
+        self.calibration_areas: list[int] = []
         self.metadata: dict[str, Any] = metadata or {}
         self._version = ""
 
@@ -179,6 +182,7 @@ class DdpmReconScorer:
         self.threshold = image_threshold(scores, self.config.contamination)
         self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
         self.calibration_scores = scores.tolist()
+        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
 
     def patch_seconds(self) -> float:
         """Seconds per patch of the whole reconstruction (all DDIM passes)."""
@@ -239,6 +243,7 @@ class DdpmReconScorer:
                 self.pixel_threshold,
                 c.contamination,
                 c.pixel_quantile,
+                self.calibration_areas,
             ),
             **self.metadata,
         }
@@ -261,5 +266,6 @@ class DdpmReconScorer:
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(model, config, device, thr, pix, meta, schedule)  # type: ignore[arg-type]
         scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
+        scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

@@ -30,8 +30,10 @@ from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
     TopKMapScoring,
+    cluster_areas,
     image_threshold,
     pixel_threshold,
+    read_areas,
     read_thresholds,
     threshold_record,
 )
@@ -152,6 +154,7 @@ class DiffusionADScorer(TopKMapScoring):
         self.threshold = threshold
         self.pixel_threshold = pixel_threshold
         self.calibration_scores: list[float] = []
+        self.calibration_areas: list[int] = []
         self.metadata: dict[str, Any] = metadata or {}
         self._version = ""
 
@@ -207,6 +210,7 @@ class DiffusionADScorer(TopKMapScoring):
         self.threshold = image_threshold(scores, c.contamination)
         self.pixel_threshold = pixel_threshold(maps, c.pixel_quantile)
         self.calibration_scores = scores.tolist()
+        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
 
     def patch_seconds(self) -> float:
         """Seconds per patch of the whole pipeline (two ε_θ passes + segmentation)."""
@@ -339,6 +343,7 @@ class DiffusionADScorer(TopKMapScoring):
                 self.pixel_threshold,
                 c.contamination,
                 c.pixel_quantile,
+                self.calibration_areas,
             ),
             **self.metadata,
         }
@@ -368,5 +373,6 @@ class DiffusionADScorer(TopKMapScoring):
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(eps, seg, config, device, thr, pix, meta, schedule)  # type: ignore[arg-type]
         scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
+        scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

@@ -25,8 +25,10 @@ from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
     TopKMapScoring,
+    cluster_areas,
     image_threshold,
     pixel_threshold,
+    read_areas,
     read_thresholds,
     threshold_record,
 )
@@ -135,6 +137,7 @@ class PcaScorer(TopKMapScoring):
         self.threshold = threshold
         self.pixel_threshold = pixel_threshold
         self.calibration_scores: list[float] = []
+        self.calibration_areas: list[int] = []
         self.metadata: dict[str, Any] = metadata or {}
         self._version = ""
 
@@ -167,6 +170,7 @@ class PcaScorer(TopKMapScoring):
         self.threshold = image_threshold(scores, self.config.contamination)
         self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
         self.calibration_scores = scores.tolist()
+        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
 
     @classmethod
     def fit(
@@ -217,6 +221,7 @@ class PcaScorer(TopKMapScoring):
                 self.pixel_threshold,
                 c.contamination,
                 c.pixel_quantile,
+                self.calibration_areas,
             ),
             **self.metadata,
         }
@@ -255,5 +260,6 @@ class PcaScorer(TopKMapScoring):
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(model, config, channels, thr, pix, meta)
         scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
+        scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

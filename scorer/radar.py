@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, check_state_dict, require
-from scorer.calibration import pixel_threshold, to_results
+from scorer.calibration import cluster_areas, pixel_threshold, read_areas, to_results
 from scorer.data import to_model_tensor
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
@@ -196,6 +196,7 @@ class RadarScorer:
         self.diffusion = GaussianDiffusion(schedule)
         self.detector = detector
         self.pixel_threshold = pixel_threshold
+        self.calibration_areas: list[int] = []  # see scorer.calibration.cluster_areas
         self.metadata: dict[str, Any] = metadata or {}
         self._version = ""
         self.set_model(model)
@@ -374,9 +375,9 @@ class RadarScorer:
         feats, self.whitening = per_t[t_star]
         matrix = np.array([[x.f1, x.f2] for x in feats])
         self.detector = self.config.make_detector(matrix)
-        self.pixel_threshold = pixel_threshold(
-            [x.pixel_map for x in feats], self.config.pixel_quantile
-        )
+        maps = [x.pixel_map for x in feats]
+        self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
+        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
         self.metadata["t_selection"] = {
             "criterion": self.config.criterion,
             "candidates": list(candidates),
@@ -472,6 +473,7 @@ class RadarScorer:
                 "threshold": det.threshold,
                 "pixel_threshold": self.pixel_threshold,
                 "pixel_quantile": self.config.pixel_quantile,
+                "largest_areas": self.calibration_areas,
                 "whitening": None if self.whitening is None else self.whitening.to_dict(),
             },
             **self.metadata,
@@ -524,5 +526,6 @@ class RadarScorer:
                 raise ArtifactError(cfg_path, f"invalid whitening table ({e})") from e
         meta = {k: doc[k] for k in ("t_selection", "training") if k in doc}
         scorer = cls(model, config, device, detector, pixel_threshold, meta, schedule, whitening)
+        scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from monitor.arl import t2_ucl
 from monitor.calibration import Calibration, fit_calibration, fit_scores
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor, chart_from_state
+from monitor.service import model_calibration
 
 CAL = Calibration(score=fit_scores(np.random.default_rng(99).standard_normal(3000)))
 
@@ -93,6 +96,39 @@ def test_a_print_sitting_above_the_calibration_mean_is_not_stopped() -> None:
     defect = offset_print[:200] + [s + 3.0 for s in offset_print[200:]]
     stop = _first_stop(JobMonitor("p", "j", calibration=CAL), defect)
     assert stop is not None and 201 <= stop <= 203
+
+
+# Largest defect-cluster areas of 40 held-out normal images, measured on a development model
+# (fdm_rectilinear, 256²): most have no cluster, a few have one of up to ~400 px.
+NORMAL_AREAS = [0] * 24 + [17, 39, 41, 44, 53, 68, 82, 83, 84, 102, 123, 174, 203, 249, 310, 396]
+
+
+def _first_area_stop(mon: JobMonitor, areas: list[float]) -> int | None:
+    for layer, a in enumerate(areas, start=1):
+        if any(e.level == "stop" for e in mon.update(layer, 0.0, None, None, a)[1]):
+            return layer
+    return None
+
+
+def test_model_cluster_areas_keep_an_ordinary_cluster_from_stopping_the_print() -> None:
+    """Without the model's areas the area limit comes from the job's first layers, which
+    usually have no cluster at all (limit 1 px): the first ordinary cluster stops the print.
+    With them it takes a cluster beyond what normal images show."""
+    scores = np.random.default_rng(7).standard_normal(3000).tolist()
+    cal = model_calibration(
+        {"calibration": {"image_scores": scores, "largest_areas": NORMAL_AREAS}}
+    )
+    assert cal.areas is not None and cal.areas.areas == tuple(map(float, NORMAL_AREAS))
+    ordinary = [0.0] * 30 + [250.0] + [0.0] * 9
+    assert _first_area_stop(JobMonitor("p", "j", calibration=cal), ordinary) is None
+    job_areas = JobMonitor(
+        "p", "j", calibration=dataclasses.replace(cal, areas=None), phase1_layers=20
+    )
+    assert _first_area_stop(job_areas, ordinary) == 31
+    defect = [0.0] * 30 + [2500.0] * 10
+    assert _first_area_stop(JobMonitor("p", "j", calibration=cal), defect) == 31
+    old_model = model_calibration({"calibration": {"image_scores": scores}})
+    assert old_model.areas is None and old_model.score is not None
 
 
 def test_replay_rebuilds_the_same_state() -> None:

@@ -46,7 +46,8 @@ def test_round_trip_reproduces_scores(
     assert loaded.config == tiny_model.config
     doc = json.loads((tiny_model_dir / "config.json").read_text())
     cal = doc["calibration"]
-    assert len(cal["features"]) == len(cal["image_scores"]) == 8
+    assert len(cal["features"]) == len(cal["image_scores"]) == len(cal["largest_areas"]) == 8
+    assert loaded.calibration_areas == tiny_model.calibration_areas == cal["largest_areas"]
     assert {"torch", "numpy", "scikit-learn"} <= set(doc["library_versions"])
     assert doc["t_selection"]["chosen"] == doc["radar"]["t_star"]
     assert not list(tiny_model_dir.glob("*.pt")) and not list(tiny_model_dir.glob("*.pkl"))
@@ -70,12 +71,14 @@ def test_artifact_from_before_the_lowpass_map_and_one_sided_forest_loads_as_it_w
         )
         cal["in_sample_scores"] = old.score(old.features).tolist()
         cal["threshold"] = old.threshold
+        del cal["largest_areas"]
 
     _edit_config(model_copy, make_old)
     loaded = load_model(model_copy, CPU)
     assert isinstance(loaded, RadarScorer)
     assert loaded.config.pixel_map == "sobel" and loaded.config.detector == "iforest"
     assert not loaded.config.iforest.one_sided
+    assert loaded.calibration_areas == []  # no areas stored: the monitor learns them per job
     # the defaults would not reproduce the stored (two-sided) scores: the check still bites
     _edit_config(model_copy, lambda d: d["radar"]["iforest"].update(one_sided=True))
     with pytest.raises(ArtifactError, match="does not reproduce"):
@@ -101,6 +104,8 @@ def test_missing_directory_and_files(model_copy: Path, tmp_path: Path) -> None:
         (lambda d: d["calibration"]["features"][0].__setitem__(0, 123.0), "does not reproduce"),
         (lambda d: d["calibration"].update(features=[[1.0]]), "calibration features"),
         (lambda d: d["calibration"]["whitening"].update(energy=[-1.0]), "invalid whitening"),
+        (lambda d: d["calibration"].update(largest_areas=[3, "x"]), "largest_areas"),
+        (lambda d: d["calibration"].update(largest_areas=[-1]), "largest_areas"),
     ],
 )
 def test_wrong_config_is_named(model_copy: Path, edit: Callable, message: str) -> None:

@@ -113,7 +113,10 @@ def test_artifact_round_trip_gives_identical_scores(fitted: Method, fitted_dir: 
         np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
     doc = json.loads((fitted_dir / "config.json").read_text())
     assert doc["method"] == type(fitted).name
-    assert len(doc["calibration"]["image_scores"]) == 6
+    assert len(doc["calibration"]["image_scores"]) == len(doc["calibration"]["largest_areas"]) == 6
+    assert (
+        loaded.calibration_areas == fitted.calibration_areas == doc["calibration"]["largest_areas"]
+    )  # type: ignore[attr-defined]
 
 
 def test_corrupt_artifact_is_a_clear_error(fitted_dir: Path, tmp_path: Path) -> None:
