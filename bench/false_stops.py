@@ -31,10 +31,9 @@ import torch
 from ingest.simulate import simulate_print
 from ingest.simulate.defect_types import DefectEvent
 from layerwatch.demo import demo_model_dir
-from monitor.calibration import Calibration
+from monitor.calibration import Calibration, model_calibration
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
-from monitor.service import model_calibration
 from scorer.data import iter_batches
 from scorer.device import pick_device
 from scorer.methods import load_model

@@ -210,3 +210,21 @@ def fit_calibration(
         fit_features(features) if features is not None else None,
         fit_areas(areas) if areas is not None else None,
     )
+
+
+def model_calibration(config: dict[str, Any]) -> Calibration:
+    """Phase I from a model's stored calibration: image scores, (f1, f2) features and the
+    largest defect-cluster area of each held-out normal image (models from before the areas
+    were stored leave them to the job's first layers)."""
+    cal = config.get("calibration") or {}
+    score = feats = areas = None
+    scores = cal.get("image_scores") or cal.get("scores")
+    if scores and len(scores) >= 10:
+        score = fit_scores(scores)
+    features = cal.get("features")
+    if features and len(features) > 3:
+        feats = fit_features(features)
+    largest = cal.get("largest_areas")
+    if largest and len(largest) >= 10:
+        areas = fit_areas(largest)
+    return Calibration(score=score, features=feats, areas=areas)

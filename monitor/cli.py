@@ -16,7 +16,7 @@ from rich.table import Table
 from layerwatch.console import console
 from monitor import arl
 from monitor.alarms import PolicyError, PolicySet, load_policy
-from monitor.calibration import Calibration, fit_scores
+from monitor.calibration import Calibration, fit_scores, model_calibration
 from monitor.design import DELTAS, ChartDesign
 from monitor.engine import JobMonitor
 
@@ -148,6 +148,8 @@ def _calibration(path: Path | None) -> Calibration | None:
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
         return Calibration(score=fit_scores(data))
+    if "calibration" in data:  # a model's config.json, as the live monitor reads it
+        return model_calibration(data)
     return Calibration.from_dict(data)
 
 
@@ -161,7 +163,12 @@ def replay(
     ] = 100,
     calibration: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, help="JSON list of in-control scores"),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON list of in-control scores, or a model's config.json (its scores, features "
+            "and cluster areas, as the live monitor uses them)",
+        ),
     ] = None,
     arl0: ARL0 = None,
     layers: Layers = 1000,
@@ -173,7 +180,8 @@ def replay(
     """Chart a scores CSV (printer,job,layer,score[,f1,f2,defect_area]) through JobMonitor.
 
     Phase I is the first M layers of each job (they get no chart points) unless --calibration
-    gives in-control scores; features and areas always take their Phase I from the job.
+    gives it: in-control scores only, or a model's config.json with its scores, features and
+    cluster areas (what it lacks still comes from the job).
     """
     d = _design(arl0, layers, false_alarm_prob, warn_false_alarm_prob, lam, k)
     policies = _policies(policy)

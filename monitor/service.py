@@ -33,7 +33,7 @@ from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
 from monitor.alarms import AlarmEvent, PolicySet
-from monitor.calibration import Calibration, fit_areas, fit_features, fit_scores
+from monitor.calibration import Calibration, model_calibration
 from monitor.charts import ChartPoint
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
@@ -68,24 +68,6 @@ class MonitorConfig:
     group: str = MONITOR_GROUP
     max_message_bytes: int = 1 << 20
     on_alarm: Callable[[dict[str, Any]], None] | None = None  # e.g. a Grafana annotation
-
-
-def model_calibration(config: dict[str, Any]) -> Calibration:
-    """Phase I from a model's stored calibration: image scores, (f1, f2) features and the
-    largest defect-cluster area of each held-out normal image (models from before the areas
-    were stored leave them to the job's first layers)."""
-    cal = config.get("calibration") or {}
-    score = feats = areas = None
-    scores = cal.get("image_scores") or cal.get("scores")
-    if scores and len(scores) >= 10:
-        score = fit_scores(scores)
-    features = cal.get("features")
-    if features and len(features) > 3:
-        feats = fit_features(features)
-    largest = cal.get("largest_areas")
-    if largest and len(largest) >= 10:
-        areas = fit_areas(largest)
-    return Calibration(score=score, features=feats, areas=areas)
 
 
 class MonitorService:

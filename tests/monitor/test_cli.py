@@ -92,6 +92,32 @@ def test_replay_with_calibration_features_and_policy(tmp_path: Path) -> None:
     assert len(warn) == 1 and warn[0]["job"] == "job-a" and int(warn[0]["layer"]) >= 221
 
 
+def test_replay_with_a_model_config_charts_everything_from_layer_one(tmp_path: Path) -> None:
+    """A model's config.json gives the score, feature and cluster-area Phase I the live monitor
+    would use, so no job layer is spent on Phase I."""
+    scores, out = tmp_path / "scores.csv", tmp_path / "out"
+    _write_scores(scores, extra=True)
+    rng = np.random.default_rng(13)
+    model = tmp_path / "config.json"
+    model.write_text(json.dumps({"method": "radar", "calibration": {
+        "image_scores": (0.5 + 0.05 * rng.gamma(4.0, 0.5, 200)).tolist(),
+        "features": rng.standard_normal((200, 2)).tolist(),
+        "largest_areas": rng.poisson(2.0, 200).tolist(),
+    }}))  # fmt: skip
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[warn]\ncharts = ["cusum", "t2", "cluster"]\n')
+    res = runner.invoke(
+        app, ["replay", str(scores), "--out", str(out), "--calibration", str(model),
+              "--policy", str(policy)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    _, points = _read(out / "chart_points.csv")
+    first = {}
+    for p in points:
+        first[p["chart"]] = min(first.get(p["chart"], 10**9), int(p["layer"]))
+    assert {first[c] for c in ("cusum", "t2", "cluster")} == {1}
+
+
 def test_replay_reports_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("printer,job,score\np,j,0.1\n")

@@ -9,10 +9,9 @@ import pytest
 
 from monitor.alarms import parse_policy
 from monitor.arl import t2_ucl
-from monitor.calibration import Calibration, fit_calibration, fit_scores
+from monitor.calibration import Calibration, fit_calibration, fit_scores, model_calibration
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor, chart_from_state
-from monitor.service import model_calibration
 
 CAL = Calibration(score=fit_scores(np.random.default_rng(99).standard_normal(3000)))
 
