@@ -175,7 +175,38 @@ def read_thresholds(cal: dict[str, Any], where: Path) -> tuple[float, float]:
     return thr, pix
 
 
-class TopKMapScoring:
+class MapCalibration:
+    """Calibration state of a method that scores by an anomaly map (PCA, DiffusionAD,
+    DDPM reconstruction): fitted on held-out normal maps, stored and restored one way.
+    The method's ``config`` provides ``contamination``, ``pixel_quantile`` and ``features``."""
+
+    config: Any
+    threshold: float
+    pixel_threshold: float
+    calibration_scores: list[float]
+    calibration_areas: list[int]
+
+    def fit_thresholds(self, scores: np.ndarray, maps: Sequence[np.ndarray]) -> None:
+        c = self.config
+        self.threshold = image_threshold(scores, c.contamination)
+        self.pixel_threshold = pixel_threshold(maps, c.pixel_quantile)
+        self.calibration_scores = [float(s) for s in scores]
+        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, c.features)
+
+    def calibration_record(self) -> dict[str, Any]:
+        c = self.config
+        return threshold_record(
+            self.calibration_scores, self.threshold, self.pixel_threshold,
+            c.contamination, c.pixel_quantile, self.calibration_areas,
+        )  # fmt: skip
+
+    def restore_calibration(self, cal: dict[str, Any], where: Path) -> None:
+        """The stored scores and areas (thresholds come through the constructor)."""
+        self.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
+        self.calibration_areas = read_areas(cal, where)
+
+
+class TopKMapScoring(MapCalibration):
     """``score_batch`` for methods that make a pixel map and score an image by the mean of its
     top-k pixels (``self.config.top_k``); they provide ``anomaly_maps`` and their thresholds."""
 

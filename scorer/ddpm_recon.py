@@ -22,13 +22,9 @@ from scorer.artifact import Artifact, ArtifactError, require
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
-    cluster_areas,
-    image_threshold,
+    MapCalibration,
     map_features,
-    pixel_threshold,
-    read_areas,
     read_thresholds,
-    threshold_record,
     to_results,
 )
 from scorer.device import DeviceInfo
@@ -92,7 +88,7 @@ class DdpmReconConfig(MethodConfig):
 
 
 @register_method
-class DdpmReconScorer:
+class DdpmReconScorer(MapCalibration):
     """ε_θ (trained as RADAR's) + DDIM reconstruction + thresholds from held-out normals."""
 
     name: ClassVar[str] = "ddpm-recon"
@@ -179,10 +175,7 @@ class DdpmReconScorer:
         for i in range(0, len(images), batch):
             maps += self.anomaly_maps(images[i : i + batch])
         scores, _ = self._scores(maps)
-        self.threshold = image_threshold(scores, self.config.contamination)
-        self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
-        self.calibration_scores = scores.tolist()
-        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
+        self.fit_thresholds(scores, maps)
 
     def patch_seconds(self) -> float:
         """Seconds per patch of the whole reconstruction (all DDIM passes)."""
@@ -237,14 +230,7 @@ class DdpmReconScorer:
             "architecture": self.model.config.to_dict(),
             "schedule": self.diffusion.config.to_dict(),
             "ddpm_recon": c.to_dict(),
-            "calibration": threshold_record(
-                self.calibration_scores,
-                self.threshold,
-                self.pixel_threshold,
-                c.contamination,
-                c.pixel_quantile,
-                self.calibration_areas,
-            ),
+            "calibration": self.calibration_record(),
             **self.metadata,
         }
         state = {f"unet.{k}": v for k, v in self.model.state_dict().items()}
@@ -265,7 +251,6 @@ class DdpmReconScorer:
         thr, pix = read_thresholds(cal, cfg_path)
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(model, config, device, thr, pix, meta, schedule)  # type: ignore[arg-type]
-        scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
-        scorer.calibration_areas = read_areas(cal, cfg_path)
+        scorer.restore_calibration(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

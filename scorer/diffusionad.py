@@ -30,12 +30,7 @@ from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
     TopKMapScoring,
-    cluster_areas,
-    image_threshold,
-    pixel_threshold,
-    read_areas,
     read_thresholds,
-    threshold_record,
 )
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
@@ -206,11 +201,7 @@ class DiffusionADScorer(TopKMapScoring):
         for i in range(0, len(images), batch):
             maps += self.anomaly_maps(images[i : i + batch])
         scores = self._scores(maps)
-        c = self.config
-        self.threshold = image_threshold(scores, c.contamination)
-        self.pixel_threshold = pixel_threshold(maps, c.pixel_quantile)
-        self.calibration_scores = scores.tolist()
-        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
+        self.fit_thresholds(scores, maps)
 
     def patch_seconds(self) -> float:
         """Seconds per patch of the whole pipeline (two ε_θ passes + segmentation)."""
@@ -337,14 +328,7 @@ class DiffusionADScorer(TopKMapScoring):
             "segmentation_architecture": self.seg_model.config.to_dict(),
             "schedule": self.diffusion.config.to_dict(),
             "diffusionad": c.to_dict(),
-            "calibration": threshold_record(
-                self.calibration_scores,
-                self.threshold,
-                self.pixel_threshold,
-                c.contamination,
-                c.pixel_quantile,
-                self.calibration_areas,
-            ),
+            "calibration": self.calibration_record(),
             **self.metadata,
         }
         return Artifact(self.name, state, config, self._version)
@@ -372,7 +356,6 @@ class DiffusionADScorer(TopKMapScoring):
         thr, pix = read_thresholds(cal, cfg_path)
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(eps, seg, config, device, thr, pix, meta, schedule)  # type: ignore[arg-type]
-        scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
-        scorer.calibration_areas = read_areas(cal, cfg_path)
+        scorer.restore_calibration(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer

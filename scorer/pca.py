@@ -25,12 +25,7 @@ from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
     TopKMapScoring,
-    cluster_areas,
-    image_threshold,
-    pixel_threshold,
-    read_areas,
     read_thresholds,
-    threshold_record,
 )
 from scorer.device import DeviceInfo
 from scorer.features import FeatureConfig
@@ -167,10 +162,7 @@ class PcaScorer(TopKMapScoring):
         self.model.q_limit = max(float(torch.quantile(q, qn)), 1e-12)
         maps = self.anomaly_maps(images)
         scores = self._scores(maps)
-        self.threshold = image_threshold(scores, self.config.contamination)
-        self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
-        self.calibration_scores = scores.tolist()
-        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
+        self.fit_thresholds(scores, maps)
 
     @classmethod
     def fit(
@@ -215,14 +207,7 @@ class PcaScorer(TopKMapScoring):
             "channels": self.channels,
             "pca": c.to_dict(),
             "limits": {"t2": m.t2_limit, "q": m.q_limit},
-            "calibration": threshold_record(
-                self.calibration_scores,
-                self.threshold,
-                self.pixel_threshold,
-                c.contamination,
-                c.pixel_quantile,
-                self.calibration_areas,
-            ),
+            "calibration": self.calibration_record(),
             **self.metadata,
         }
         return Artifact(self.name, state, config, self._version)
@@ -259,7 +244,6 @@ class PcaScorer(TopKMapScoring):
         thr, pix = read_thresholds(cal, cfg_path)
         meta = {k: doc[k] for k in ("training",) if k in doc}
         scorer = cls(model, config, channels, thr, pix, meta)
-        scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
-        scorer.calibration_areas = read_areas(cal, cfg_path)
+        scorer.restore_calibration(cal, cfg_path)
         scorer._version = artifact.model_version
         return scorer
