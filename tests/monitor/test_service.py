@@ -27,11 +27,13 @@ RNG = np.random.default_rng(7)
 # Isolation-Forest-like calibration scores: right-skewed, around 0.45.
 CAL_SCORES = (0.40 + RNG.gamma(4.0, 0.012, 400)).tolist()
 CAL_FEATURES = np.column_stack([RNG.normal(1.0, 0.05, 400), RNG.normal(3.0, 0.2, 400)]).tolist()
+# Largest defect cluster per calibration image: most have none.
+CAL_AREAS = [0] * 300 + RNG.integers(10, 300, 100).tolist()
 MODEL = "radar-test"
 
 
 def _register_model(ep: Endpoints) -> None:
-    cal = {"image_scores": CAL_SCORES, "features": CAL_FEATURES}
+    cal = {"image_scores": CAL_SCORES, "features": CAL_FEATURES, "largest_areas": CAL_AREAS}
     with db.make_engine(ep.database_url).begin() as conn:
         repository.upsert(
             conn, ModelRecord,
@@ -161,7 +163,11 @@ def test_out_of_control_stream_pauses_a_real_octoprint(
     assert {a.alarm_id for a in actions} == {a.id for a in stops}
     assert all(a.target == "octoprint" and a.command == "pause" and a.ok for a in actions)
     points = _q(endpoints, "SELECT DISTINCT chart FROM chart_points WHERE job = 'job-1'")
-    assert {"shewhart", "ewma", "cusum"} <= {p.chart for p in points}
+    assert {"shewhart", "ewma", "cusum", "cluster"} <= {p.chart for p in points}
+    # every Phase I, the cluster areas' too, came from the model: charts from the first layer
+    sql = "SELECT chart, MIN(layer) AS l FROM chart_points WHERE job = 'job-1' GROUP BY chart"
+    first = _q(endpoints, sql)
+    assert {p.l for p in first} == {0}, first
 
 
 def test_restart_rebuilds_state_and_duplicates_no_alarm(
