@@ -147,25 +147,6 @@ def to_results(
     return out
 
 
-def threshold_record(
-    scores: Sequence[float] | np.ndarray,
-    threshold: float,
-    pixel_thr: float,
-    contamination: float,
-    pixel_quantile: float,
-    areas: Sequence[int] = (),
-) -> dict[str, Any]:
-    """The calibration block stored in an artifact's config.json."""
-    return {
-        "image_scores": [float(s) for s in scores],
-        "threshold": float(threshold),
-        "contamination": contamination,
-        "pixel_threshold": float(pixel_thr),
-        "pixel_quantile": pixel_quantile,
-        "largest_areas": [int(a) for a in areas],
-    }
-
-
 def read_thresholds(cal: dict[str, Any], where: Path) -> tuple[float, float]:
     """(image threshold, pixel threshold) from a stored calibration block, checked."""
     thr = float(require(cal, "threshold", (int, float), where))
@@ -194,11 +175,16 @@ class MapCalibration:
         self.calibration_areas = cluster_areas(maps, self.pixel_threshold, c.features)
 
     def calibration_record(self) -> dict[str, Any]:
+        """The calibration block stored in the artifact's config.json."""
         c = self.config
-        return threshold_record(
-            self.calibration_scores, self.threshold, self.pixel_threshold,
-            c.contamination, c.pixel_quantile, self.calibration_areas,
-        )  # fmt: skip
+        return {
+            "image_scores": list(self.calibration_scores),
+            "threshold": float(self.threshold),
+            "contamination": c.contamination,
+            "pixel_threshold": float(self.pixel_threshold),
+            "pixel_quantile": c.pixel_quantile,
+            "largest_areas": list(self.calibration_areas),
+        }
 
     def restore_calibration(self, cal: dict[str, Any], where: Path) -> None:
         """The stored scores and areas (thresholds come through the constructor)."""
