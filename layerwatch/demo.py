@@ -9,7 +9,6 @@ state directory.
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import tempfile
@@ -380,8 +379,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
             svc.stop_event.set()
         for th in threads:
             th.join(30)
-        del scorer, monitor  # their Kafka clients close before the embedded broker stops
-        gc.collect()
+        # each service closes its Kafka clients as its run ends, before the broker stops
 
     report_path = opts.report or settings.home / "reports" / f"{job}.html"
     try:

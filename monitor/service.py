@@ -28,7 +28,13 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from layerwatch.kafka import MONITOR_GROUP, Topics, consumer_config, producer_config
+from layerwatch.kafka import (
+    MONITOR_GROUP,
+    Topics,
+    close_producer,
+    consumer_config,
+    producer_config,
+)
 from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
@@ -250,7 +256,7 @@ class MonitorService:
                 self._evict_idle()
         finally:
             self._consumer.close()
-            self._producer.flush(10)
+            close_producer(self._producer)
             log.info("monitor stopped")
 
     def _process_with_retry(self, msgs: Sequence[Message]) -> bool:

@@ -31,7 +31,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from sqlalchemy.exc import OperationalError
 
 from ingest.messages import LayerMessage
-from layerwatch.kafka import SCORER_GROUP, Topics, consumer_config, producer_config
+from layerwatch.kafka import (
+    SCORER_GROUP,
+    Topics,
+    close_producer,
+    consumer_config,
+    producer_config,
+)
 from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
@@ -329,7 +335,7 @@ class ScorerService:
             pending.put(None)
             writer.join()
             self._consumer.close()
-            self._producer.flush(10)
+            close_producer(self._producer)
             log.info("scorer stopped", extra={"batches": batches})
         if self._writer_error is not None:
             raise self._writer_error

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import numpy as np
-from confluent_kafka import Consumer
+import pytest
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer, ProduceError
-from layerwatch.kafka import Topics, consumer_config, ensure_topics
+from layerwatch.kafka import (
+    Topics,
+    close_producer,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+)
 
 
 def _drain(consumer: Consumer, want: int, timeout: float = 30.0) -> list:
@@ -85,3 +93,36 @@ def test_oversize_message_is_refused_clearly(kafka_bootstrap: str, topic_prefix:
     else:
         raise AssertionError("oversize layer was accepted")
     assert producer.stats.sent == 0
+
+
+def test_close_producer_delivers_then_shuts_the_client_down(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(kafka_bootstrap, topics, 1)
+    producer = Producer(producer_config(kafka_bootstrap, 1 << 20))
+    producer.produce(topics.layers, b"last words", b"k")
+    assert close_producer(producer) == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        producer.produce(topics.layers, b"after close")
+    consumer = Consumer(consumer_config(kafka_bootstrap, f"{topic_prefix}-close"))
+    consumer.subscribe([topics.layers])
+    try:
+        deadline, got = time.monotonic() + 30, []
+        while not got and time.monotonic() < deadline:
+            got = [m.value() for m in consumer.consume(10, 1.0) if m.error() is None]
+    finally:
+        consumer.close()
+    assert got == [b"last words"]
+
+
+def test_close_producer_with_the_broker_gone_drops_and_still_closes() -> None:
+    # A port nothing listens on: the message can never be confirmed, and closing must not hang.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    producer = Producer(producer_config(f"127.0.0.1:{port}", 1 << 20))
+    producer.produce("nowhere", b"x")
+    assert close_producer(producer, timeout=0.5) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        producer.produce("nowhere", b"y")

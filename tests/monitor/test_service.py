@@ -155,6 +155,8 @@ def test_out_of_control_stream_pauses_a_real_octoprint(
         _stop(svc, th)
         with virtual_printer.client() as c:
             c.post("/api/job", json={"command": "cancel"})
+    with pytest.raises(RuntimeError, match="closed"):  # stopped: its producer is shut down
+        svc._producer.produce(topics.alarms, b"")
     alarms = _q(endpoints, "SELECT id, chart, level, layer, state FROM alarms ORDER BY id")
     stops = [a for a in alarms if a.level == "stop"]
     assert stops and all(a.layer >= 30 for a in alarms), alarms  # nothing before the defect

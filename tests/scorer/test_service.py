@@ -123,6 +123,8 @@ def test_n_layers_give_n_rows_and_n_messages(
     finally:
         service.stop_event.set()
         th.join(30)
+    with pytest.raises(RuntimeError, match="closed"):  # stopped: its producer is shut down
+        service._producer.produce(topics.scores, b"")
     msgs = _score_messages(endpoints, topics, job, n)
     assert len(msgs) == n
     assert sorted((m.printer, m.layer) for m in msgs) == sorted(
