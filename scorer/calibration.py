@@ -41,6 +41,15 @@ def cluster_areas(
     return [defect_mask(m, pixel_thr, mask_config).largest_area for m in maps]
 
 
+def pixel_calibration(
+    maps: Sequence[np.ndarray], quantile: float, mask_config: FeatureConfig
+) -> tuple[float, list[int]]:
+    """The pixel threshold of held-out normal maps and their cluster areas at that threshold
+    (the areas are only meaningful at the threshold the scorer masks with)."""
+    thr = pixel_threshold(maps, quantile)
+    return thr, cluster_areas(maps, thr, mask_config)
+
+
 def read_areas(cal: dict[str, Any], where: Path) -> list[int]:
     """The stored calibration cluster areas (empty for artifacts from before they were kept)."""
     areas = cal.get("largest_areas", [])
@@ -170,9 +179,10 @@ class MapCalibration:
     def fit_thresholds(self, scores: np.ndarray, maps: Sequence[np.ndarray]) -> None:
         c = self.config
         self.threshold = image_threshold(scores, c.contamination)
-        self.pixel_threshold = pixel_threshold(maps, c.pixel_quantile)
+        self.pixel_threshold, self.calibration_areas = pixel_calibration(
+            maps, c.pixel_quantile, c.features
+        )
         self.calibration_scores = [float(s) for s in scores]
-        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, c.features)
 
     def calibration_record(self) -> dict[str, Any]:
         """The calibration block stored in the artifact's config.json."""

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, check_state_dict, require
-from scorer.calibration import cluster_areas, pixel_threshold, read_areas, to_results
+from scorer.calibration import pixel_calibration, read_areas, to_results
 from scorer.data import to_model_tensor
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
@@ -376,8 +376,9 @@ class RadarScorer:
         matrix = np.array([[x.f1, x.f2] for x in feats])
         self.detector = self.config.make_detector(matrix)
         maps = [x.pixel_map for x in feats]
-        self.pixel_threshold = pixel_threshold(maps, self.config.pixel_quantile)
-        self.calibration_areas = cluster_areas(maps, self.pixel_threshold, self.config.features)
+        self.pixel_threshold, self.calibration_areas = pixel_calibration(
+            maps, self.config.pixel_quantile, self.config.features
+        )
         self.metadata["t_selection"] = {
             "criterion": self.config.criterion,
             "candidates": list(candidates),
