@@ -30,10 +30,11 @@ from sqlalchemy import text
 from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer
 from ingest.simulate import simulate_print
+from layerwatch.core.embedded import resolve_endpoints, servers
+from layerwatch.core.kafka import ensure_topics
+from layerwatch.core.settings import Settings
+from layerwatch.core.topics import Topics
 from layerwatch.demo import demo_model_dir
-from layerwatch.embedded import resolve_endpoints, servers
-from layerwatch.kafka import Topics, ensure_topics
-from layerwatch.settings import Settings
 from scorer.device import pick_device
 from scorer.methods import load_model
 from scorer.service import ScorerService, ServiceConfig

@@ -15,7 +15,7 @@ import typer
 
 from ingest.messages import JPEG, PNG, LayerMessage
 from ingest.producer import LayerProducer, ProduceError
-from layerwatch.console import console
+from layerwatch.core.console import console
 
 app = typer.Typer(help="Send layer images to Kafka from a folder, a simulator or a webcam.")
 log = logging.getLogger(__name__)
@@ -27,12 +27,12 @@ JOB = typer.Option(..., "--job", "-j", help="Print job id.")
 @contextmanager
 def _producer() -> Iterator[tuple[LayerProducer, threading.Event]]:
     """A producer on the configured (or embedded) broker, and a stop flag set by SIGTERM/^C."""
-    from layerwatch.cli import _endpoints
-    from layerwatch.kafka import ensure_configured_topics
-    from layerwatch.settings import get_settings
+    from layerwatch.core.console import endpoints
+    from layerwatch.core.kafka import ensure_configured_topics
+    from layerwatch.core.settings import get_settings
 
     s = get_settings()
-    ep = _endpoints()
+    ep = endpoints()
     ensure_configured_topics(s, ep.kafka_bootstrap)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,7 +64,7 @@ def folder(
 ) -> None:
     """Watch DIRECTORY for layer images (PNG/JPEG) and send each complete file once."""
     from ingest.sources.folder import FolderWatcher
-    from layerwatch.settings import get_settings
+    from layerwatch.core.settings import get_settings
 
     ledger = get_settings().home / "ingest" / f"{_safe(printer)}__{_safe(job)}.jsonl"
     watcher = FolderWatcher(directory, ledger, order=order, settle_s=settle, archive=archive)

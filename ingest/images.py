@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from layerwatch.settings import DEFAULT_MAX_PIXELS
+from layerwatch.core.settings import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "decode_image", "encode_png", "read_image_file"]
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from ingest.images import ImageError, decode_image, encode_png, image_size
-from layerwatch.wire import (
+from layerwatch.core.wire import (
     SCHEMA_HEADER,
     MessageError,
     check_schema,

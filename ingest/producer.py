@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, Producer
 
 from ingest.messages import LayerMessage
-from layerwatch.kafka import producer_config
+from layerwatch.core.kafka import producer_config
 
 log = logging.getLogger(__name__)
 

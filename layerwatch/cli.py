@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from layerwatch.console import console, err
-from layerwatch.settings import get_settings
+from layerwatch.core.console import console, endpoints, fail
+from layerwatch.core.settings import get_settings
 
 app = typer.Typer(
     name="layerwatch",
@@ -31,7 +31,7 @@ def _main(
 ) -> None:
     from pydantic import ValidationError
 
-    from layerwatch.logs import setup_logging
+    from layerwatch.core.logs import setup_logging
 
     try:
         s = get_settings()
@@ -41,12 +41,6 @@ def _main(
         )
         raise fail(f"invalid configuration (LAYERWATCH_* or layerwatch.toml): {problems}") from None
     setup_logging(log_level or s.log_level, s.log_json if log_json is None else log_json)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a clear error (no traceback) and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- config
@@ -65,7 +59,7 @@ def config_show(
     if as_json:
         console.print_json(json.dumps(values, default=str))
         return
-    from layerwatch.settings import Settings
+    from layerwatch.core.settings import Settings
 
     table = Table("setting", "environment variable", "value", "meaning", title="LayerWatch")
     for name, value in values.items():
@@ -90,7 +84,7 @@ app.add_typer(servers_app, name="servers")
 def servers_start() -> None:
     """Start the embedded broker and database (unless external ones are configured); they keep
     running until `layerwatch servers stop`."""
-    from layerwatch.embedded import EmbeddedServerError, servers
+    from layerwatch.core.embedded import EmbeddedServerError, servers
 
     s = get_settings()
     kafka, pg = servers(s)
@@ -113,7 +107,7 @@ def servers_start() -> None:
 @servers_app.command("status")
 def servers_status() -> None:
     """Show whether the embedded servers run, and where. Exit 1 if one is down."""
-    from layerwatch.embedded import servers
+    from layerwatch.core.embedded import servers
 
     s = get_settings()
     kafka, pg = servers(s)
@@ -138,7 +132,7 @@ def servers_status() -> None:
 @servers_app.command("stop")
 def servers_stop() -> None:
     """Stop the embedded servers (the broker's in-memory topics are dropped)."""
-    from layerwatch.embedded import servers
+    from layerwatch.core.embedded import servers
 
     for srv in servers(get_settings()):
         stopped = srv.stop()
@@ -151,18 +145,9 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 app.add_typer(db_app, name="db")
 
 
-def _endpoints(start: bool = True):
-    from layerwatch.embedded import EmbeddedServerError, resolve_endpoints
-
-    try:
-        return resolve_endpoints(get_settings(), start=start)
-    except EmbeddedServerError as exc:
-        raise fail(str(exc)) from exc
-
-
 def _admin_database_url() -> str:
     """The schema owner's URL; database commands need (and start) no Kafka."""
-    from layerwatch.embedded import EmbeddedServerError, resolve_database
+    from layerwatch.core.embedded import EmbeddedServerError, resolve_database
 
     try:
         return resolve_database(get_settings(), start=True)[1]
@@ -197,7 +182,7 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, or '
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision against the one this code needs. Exit 1 if behind."""
-    from layerwatch.settings import mask_url
+    from layerwatch.core.settings import mask_url
     from storage import db
 
     admin_url = _admin_database_url()
@@ -224,8 +209,8 @@ app.add_typer(topics_app, name="topics")
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the LayerWatch topics that are missing (idempotent)."""
-    from layerwatch.embedded import EmbeddedServerError, resolve_kafka
-    from layerwatch.kafka import ensure_configured_topics
+    from layerwatch.core.embedded import EmbeddedServerError, resolve_kafka
+    from layerwatch.core.kafka import ensure_configured_topics
 
     s = get_settings()
     try:
@@ -263,13 +248,13 @@ def up(
 
     from rich.live import Live
 
-    from layerwatch.embedded import servers
-    from layerwatch.kafka import ensure_configured_topics
+    from layerwatch.core.embedded import servers
+    from layerwatch.core.kafka import ensure_configured_topics
     from layerwatch.supervisor import ProcessSpec, Supervisor, stop_signals_interrupt
     from storage import db
 
     s = get_settings()
-    ep = _endpoints()
+    ep = endpoints()
     db.upgrade(ep.database_admin_url)
     ensure_configured_topics(s, ep.kafka_bootstrap)
     exe = [sys.executable, "-m", "layerwatch"]
@@ -367,7 +352,6 @@ def demo(
 
 def _register_packages() -> None:
     """Sub-commands live with their packages; imports stay light (torch loads on use)."""
-    from bench.compare import app as bench_app
     from ingest.cli import app as ingest_app
     from ingest.simulate.cli import app as simulate_app
     from layerwatch.grafana.cli import app as grafana_app
@@ -375,6 +359,7 @@ def _register_packages() -> None:
     from monitor.alarms_cli import app as alarms_app
     from monitor.cli import app as monitor_app
     from scorer.cli import register as register_scorer
+    from scorer.compare import app as bench_app
     from scorer.service_cli import app as scorer_app
     from storage.cli import scores_app
 

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import text
 
-from layerwatch.settings import Settings
+from layerwatch.core.settings import Settings
 
 PRINTER = "demo-printer"
 
@@ -295,8 +295,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
     2 when the pipeline ran but the detection missed that mark."""
     import os
 
-    from layerwatch.embedded import resolve_endpoints, servers
-    from layerwatch.kafka import ensure_configured_topics
+    from layerwatch.core.embedded import resolve_endpoints, servers
+    from layerwatch.core.kafka import ensure_configured_topics
     from monitor.alarms import PolicySet
     from monitor.service import MonitorConfig, MonitorService
     from scorer.service import ScorerService, ServiceConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from layerwatch.embedded import free_port
+from layerwatch.core.embedded import free_port
 
 OCTOPRINT_VERSION = "1.11.8"
 MOONRAKER_VERSION = "0.11.0"

@@ -10,10 +10,10 @@ app = typer.Typer(help="Alarms raised by the monitor: list, acknowledge, resolve
 
 
 def _engine():
-    from layerwatch.cli import _endpoints, fail
+    from layerwatch.core.console import endpoints, fail
     from storage import db
 
-    ep = _endpoints()
+    ep = endpoints()
     try:
         db.require_current_schema(ep.database_url)
     except db.SchemaError as exc:
@@ -28,7 +28,7 @@ def list_(
     limit: int = typer.Option(50, help="Newest N alarms."),
 ) -> None:
     """Newest alarms first, with the result of their last printer action."""
-    from layerwatch.cli import console
+    from layerwatch.core.console import console
     from storage import repository
 
     with _engine().connect() as conn:
@@ -46,7 +46,7 @@ def list_(
 
 
 def _move(alarm_id: int, target: str, by: str | None, note: str | None) -> None:
-    from layerwatch.cli import console, fail
+    from layerwatch.core.console import console, fail
     from monitor.alarms import IllegalTransition, transition
     from storage import repository
 

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from layerwatch.console import console
+from layerwatch.core.console import console
 from monitor import arl
 from monitor.alarms import PolicyError, PolicySet, load_policy
 from monitor.calibration import Calibration, fit_scores, model_calibration
@@ -244,9 +244,9 @@ def run(
 ) -> None:
     """Run the monitor service: consumer group 'monitor' on the scores topic; chart points
     and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers."""
-    from layerwatch.cli import _endpoints, fail
-    from layerwatch.kafka import ensure_configured_topics
-    from layerwatch.settings import get_settings
+    from layerwatch.core.console import endpoints, fail
+    from layerwatch.core.kafka import ensure_configured_topics
+    from layerwatch.core.settings import get_settings
     from monitor.actions.config import PrinterConfigError, load_printers
     from monitor.service import MonitorConfig, MonitorService
     from storage import db
@@ -254,7 +254,7 @@ def run(
     if phase1 not in ("model", "job"):
         raise typer.BadParameter("must be 'model' or 'job'", param_hint="--phase1")
     s = get_settings()
-    ep = _endpoints()
+    ep = endpoints()
     try:
         db.require_current_schema(ep.database_url)
         printers = load_printers(policy)
@@ -285,6 +285,6 @@ def _grafana_hook(settings):
     if settings.grafana_token is None:
         log.warning("grafana_url is set but grafana_token is not: no alarm annotations")
         return None
-    from layerwatch.grafana.annotations import alarm_annotation_hook
+    from monitor.actions.annotations import alarm_annotation_hook
 
     return alarm_annotation_hook(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from layerwatch.wire import SCHEMA_HEADER, MessageError, check_schema, header_map
+from layerwatch.core.wire import SCHEMA_HEADER, MessageError, check_schema, header_map
 
 KIND = "alarm"
 VERSION = 1

@@ -28,14 +28,14 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from layerwatch.kafka import (
+from layerwatch.core.kafka import (
     MONITOR_GROUP,
     Topics,
     close_producer,
     consumer_config,
     producer_config,
 )
-from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
+from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
 from monitor.alarms import AlarmEvent, PolicySet

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from layerwatch.settings import DEFAULT_MAX_PIXELS
+from layerwatch.core.settings import DEFAULT_MAX_PIXELS
 
 # torch loads only when a command runs, so ``layerwatch --help`` stays fast.
 

@@ -30,7 +30,7 @@ from scorer.calibration import (
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
 from scorer.features import FeatureConfig, gaussian_blur
-from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.methods import ScoreResult, TrainData, TrainSettings
 from scorer.options import MethodConfig
 from scorer.patchnet import (
     PatchGroup,
@@ -87,7 +87,6 @@ class DdpmReconConfig(MethodConfig):
         return sorted(set(ts.round().astype(int).tolist()), reverse=True)
 
 
-@register_method
 class DdpmReconScorer(MapCalibration):
     """ε_θ (trained as RADAR's) + DDIM reconstruction + thresholds from held-out normals."""
 

@@ -35,7 +35,7 @@ from scorer.calibration import (
 from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion, ScheduleConfig
 from scorer.features import FeatureConfig
-from scorer.methods import TrainData, TrainSettings, register_method
+from scorer.methods import TrainData, TrainSettings
 from scorer.options import MethodConfig
 from scorer.patchnet import (
     PatchGroup,
@@ -124,7 +124,6 @@ def focal_loss(
     return (pos + neg).mean()
 
 
-@register_method
 class DiffusionADScorer(TopKMapScoring):
     """ε_θ + segmentation net + thresholds from held-out normal images."""
 

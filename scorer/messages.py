@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
-from layerwatch.wire import SCHEMA_HEADER, MessageError, check_schema, header_map
+from layerwatch.core.wire import SCHEMA_HEADER, MessageError, check_schema, header_map
 
 KIND = "score"
 VERSION = 1

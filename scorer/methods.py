@@ -1,9 +1,17 @@
-"""Method registry: train, score and evaluate go through here so new methods plug in by name."""
+"""The method protocol and registry: train, score and evaluate go through here, by name.
+
+The registry knows only the protocol. Methods are found through the ``layerwatch.methods``
+entry points in pyproject.toml (as pytest finds its plugins), loaded on first use: a new method
+is one new module and one line there, and this module imports none of them (which keeps the
+method modules, which import this one, free of an import circle).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -109,32 +117,30 @@ class Method(Protocol):
     def pixel_threshold(self) -> float: ...
 
 
-METHODS: dict[str, type[Method]] = {}
+ENTRY_POINT_GROUP = "layerwatch.methods"
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
-    METHODS[cls.name] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    import scorer.ddpm_recon
-    import scorer.diffusionad
-    import scorer.pca
-    import scorer.radar  # noqa: F401  (each module registers itself)
-
-
-def get_method(name: str) -> type[Method]:
-    _load_builtin()
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def method_names() -> list[str]:
-    _load_builtin()
-    return sorted(METHODS)
+    return sorted(_entry_points())
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered under ``name`` (its module is imported here, on first use)."""
+    found = _entry_points().get(name)
+    if found is None:
+        known = (
+            ", ".join(method_names()) or f"none: is the package installed? ({ENTRY_POINT_GROUP})"
+        )
+        raise KeyError(f"unknown method {name!r}; known: {known}")
+    cls = found.load()
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"entry point {name!r} = {found.value} names itself {cls.name!r}")
+    return cls
 
 
 def save_model(method: Method, directory: Path | str) -> str:
@@ -144,8 +150,6 @@ def save_model(method: Method, directory: Path | str) -> str:
 def load_model(directory: Path | str, device: DeviceInfo) -> Method:
     """Load any registered method's artifact; an unknown method name is an ArtifactError."""
     artifact = load_artifact(directory)
-    _load_builtin()
-    where = Path(directory) / "config.json"
-    if artifact.method not in METHODS:
-        raise ArtifactError(where, f"unknown method {artifact.method!r}")
-    return METHODS[artifact.method].from_artifact(artifact, device, Path(directory))
+    if artifact.method not in _entry_points():
+        raise ArtifactError(Path(directory) / "config.json", f"unknown method {artifact.method!r}")
+    return get_method(artifact.method).from_artifact(artifact, device, Path(directory))

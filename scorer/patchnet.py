@@ -22,7 +22,7 @@ from scorer.device import DeviceInfo
 from scorer.diffusion import GaussianDiffusion
 from scorer.methods import TrainData, TrainSettings
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
-from scorer.train import PatchSampler, TrainStats, train_diffusion
+from scorer.training_loop import PatchSampler, TrainStats, train_diffusion
 from scorer.unet import UNet, UNetConfig
 
 

@@ -29,7 +29,7 @@ from scorer.calibration import (
 )
 from scorer.device import DeviceInfo
 from scorer.features import FeatureConfig
-from scorer.methods import TrainData, TrainSettings, register_method
+from scorer.methods import TrainData, TrainSettings
 from scorer.options import MethodConfig
 from scorer.patchnet import cut_patches, map_patches
 
@@ -111,7 +111,6 @@ def fit_pca(patches: torch.Tensor, variance: float, max_components: int) -> PcaM
     return PcaModel(mean, vecs[:, :k].contiguous(), vals[:k].clamp(min=floor))
 
 
-@register_method
 class PcaScorer(TopKMapScoring):
     """Patch PCA + T²/Q limits + image threshold, all from normal images."""
 

@@ -33,12 +33,12 @@ from scorer.features import (
     sobel_pixel_maps,
 )
 from scorer.isoforest import IsoForestConfig, IsoForestDetector
-from scorer.methods import ScoreResult, TrainData, TrainSettings, register_method
+from scorer.methods import ScoreResult, TrainData, TrainSettings
 from scorer.options import MethodConfig
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
 from scorer.patchnet import seconds_per_call
 from scorer.tail import TailConfig, TailDetector
-from scorer.train import PatchSampler, train_diffusion
+from scorer.training_loop import PatchSampler, train_diffusion
 from scorer.unet import UNet, UNetConfig, count_parameters
 from scorer.whitening import ResidualWhitening, WhiteningConfig, content
 
@@ -173,7 +173,6 @@ T_CRITERIA = {
 }
 
 
-@register_method
 class RadarScorer:
     """The RADAR method: trained ε_θ + calibration (t*, Isolation Forest, pixel threshold)."""
 

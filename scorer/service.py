@@ -31,14 +31,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from sqlalchemy.exc import OperationalError
 
 from ingest.messages import LayerMessage
-from layerwatch.kafka import (
+from layerwatch.core.kafka import (
     SCORER_GROUP,
     Topics,
     close_producer,
     consumer_config,
     producer_config,
 )
-from layerwatch.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
+from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
 from scorer.methods import Method

@@ -20,8 +20,8 @@ def run(
 ) -> None:
     """Score layers from Kafka; write scores and maps to PostgreSQL and the scores topic.
     SIGTERM or Ctrl-C finishes the batch in hand, commits it and exits."""
-    from layerwatch.cli import _endpoints, fail
-    from layerwatch.settings import get_settings
+    from layerwatch.core.console import endpoints, fail
+    from layerwatch.core.settings import get_settings
     from scorer.artifact import ArtifactError
     from scorer.device import pick_device
     from scorer.methods import load_model
@@ -29,7 +29,7 @@ def run(
     from storage import db
 
     s = get_settings()
-    ep = _endpoints()
+    ep = endpoints()
     try:
         db.require_current_schema(ep.database_url)
     except db.SchemaError as exc:
@@ -38,7 +38,7 @@ def run(
         method = load_model(model, pick_device(device))
     except ArtifactError as exc:
         raise fail(str(exc)) from exc
-    from layerwatch.kafka import ensure_configured_topics
+    from layerwatch.core.kafka import ensure_configured_topics
 
     ensure_configured_topics(s, ep.kafka_bootstrap)
     cfg = ServiceConfig(

@@ -23,10 +23,10 @@ def export(
     out: Path | None = typer.Option(None, "--out", "-o", help="CSV file (default: stdout)."),
 ) -> None:
     """Write a job's scores as CSV, the columns `layerwatch monitor replay` reads."""
-    from layerwatch.cli import _endpoints, console, fail
+    from layerwatch.core.console import console, endpoints, fail
     from storage import db, repository
 
-    ep = _endpoints()
+    ep = endpoints()
     try:
         db.require_current_schema(ep.database_url)
     except db.SchemaError as exc:

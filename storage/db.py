@@ -85,6 +85,6 @@ def require_current_schema(url: str) -> None:
 
 
 def _safe(url: str) -> str:
-    from layerwatch.settings import mask_url
+    from layerwatch.core.settings import mask_url
 
     return mask_url(url)

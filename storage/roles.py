@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from layerwatch.settings import get_settings
+from layerwatch.core.settings import get_settings
 from storage.models import READER_ROLE, WRITER_ROLE
 
 

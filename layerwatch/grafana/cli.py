@@ -76,11 +76,11 @@ def sync(
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaException
 
+    from layerwatch.core.settings import get_settings
     from layerwatch.grafana.dashboards import all_dashboards
     from layerwatch.grafana.db import NoDatabaseError, service_database
     from layerwatch.grafana.provisioning import FOLDER_UID, datasource_model
     from layerwatch.grafana.sync import sync as run_sync
-    from layerwatch.settings import get_settings
 
     s = get_settings()
     url = url or s.grafana_url

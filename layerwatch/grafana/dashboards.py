@@ -27,11 +27,10 @@ from grafana_foundation_sdk.models import dashboard as dm
 from layerwatch.grafana import sql
 from layerwatch.grafana.charts import CHARTS, ChartSpec
 from layerwatch.grafana.sdk import DATASOURCE, SQL, Format
+from monitor.actions.annotations import ALARM_TAG, JOB_UID
 
-JOB_UID = "layerwatch-job"
 FLEET_UID = "layerwatch-fleet"
 TAG = "layerwatch"
-ALARM_TAG = "layerwatch-alarm"  # tag of the annotations the monitor posts (annotations.py)
 
 P = TypeVar("P", timeseries.Panel, trend.Panel, table.Panel, stat.Panel, barchart.Panel)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import URL, make_url
 
-from layerwatch.settings import Settings
+from layerwatch.core.settings import Settings
 
 
 class NoDatabaseError(RuntimeError):
@@ -17,7 +17,7 @@ class NoDatabaseError(RuntimeError):
 
 def service_database(settings: Settings) -> tuple[URL, bool]:
     """(URL, is the embedded server)."""
-    from layerwatch.embedded import EmbeddedServerError, resolve_database
+    from layerwatch.core.embedded import EmbeddedServerError, resolve_database
 
     try:
         url, _admin = resolve_database(settings, start=False)

@@ -23,10 +23,10 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a print job: summary, control charts, alarms with
     the printer actions, and the worst layers' anomaly maps."""
+    from layerwatch.core.settings import get_settings
     from layerwatch.grafana.db import NoDatabaseError, service_database
     from layerwatch.report.data import ReportError
     from layerwatch.report.render import render_report
-    from layerwatch.settings import get_settings
 
     err = Console(stderr=True)
     try:

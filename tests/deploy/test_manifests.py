@@ -23,7 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from layerwatch.cli import app
-from layerwatch.settings import Settings
+from layerwatch.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -12,7 +12,8 @@ from confluent_kafka import Consumer
 
 from ingest.images import encode_png
 from ingest.messages import LayerMessage
-from layerwatch.kafka import Topics, consumer_config
+from layerwatch.core.kafka import consumer_config
+from layerwatch.core.topics import Topics
 
 BIN = Path(sys.executable).parent / "layerwatch"
 

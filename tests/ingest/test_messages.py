@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ingest.images import ImageError, decode_image, encode_png, image_size
 from ingest.messages import RAW, LayerMessage
-from layerwatch.wire import MessageError
+from layerwatch.core.wire import MessageError
 
 IMG = (np.arange(24 * 16) % 251).astype(np.uint8).reshape(16, 24)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from layerwatch.core.embedded import Endpoints
+from layerwatch.core.settings import Settings
 from layerwatch.demo import DemoOptions, demo_model_dir, run_demo
-from layerwatch.embedded import Endpoints
-from layerwatch.settings import Settings
 
 SUMMARY_KEYS = {
     "onset_layer", "first_alarm_layer", "false_alarms", "stop_action", "stop_result",

@@ -16,10 +16,10 @@ import pytest
 from grafana_client import GrafanaApi
 from typer.testing import CliRunner
 
+from layerwatch.core.settings import get_settings
 from layerwatch.grafana import DEFAULT_OUT
-from layerwatch.grafana.annotations import post_alarm_annotation
 from layerwatch.grafana.cli import app
-from layerwatch.settings import get_settings
+from monitor.actions.annotations import post_alarm_annotation
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "glsa_test_token"

@@ -18,11 +18,11 @@ import typer
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
+from layerwatch.core.settings import get_settings
 from layerwatch.grafana.charts import CHARTS
 from layerwatch.report import render_report
 from layerwatch.report.cli import report
 from layerwatch.report.data import ReportError
-from layerwatch.settings import get_settings
 from storage.models import Job
 from storage.repository import upsert
 

@@ -13,8 +13,9 @@ import pytest
 from confluent_kafka import Producer
 from sqlalchemy import text
 
-from layerwatch.embedded import Endpoints
-from layerwatch.kafka import Topics, ensure_topics, producer_config
+from layerwatch.core.embedded import Endpoints
+from layerwatch.core.kafka import ensure_topics, producer_config
+from layerwatch.core.topics import Topics
 from layerwatch.virtual_printer import gcode_print
 from monitor.actions.config import load_printers
 from monitor.alarms import load_policy

@@ -16,7 +16,8 @@ from scorer.cli import register
 from scorer.device import pick_device
 from scorer.evaluate import bootstrap_ci, evaluate, pro_auc
 from scorer.methods import TrainSettings, load_model
-from scorer.train import PatchSampler, split_holdout
+from scorer.train import split_holdout
+from scorer.training_loop import PatchSampler
 
 runner = CliRunner()
 

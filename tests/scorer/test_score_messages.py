@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layerwatch.wire import MessageError
+from layerwatch.core.wire import MessageError
 from scorer.messages import ScoreMessage
 
 GOOD = ScoreMessage(

@@ -19,8 +19,9 @@ from sqlalchemy import text
 
 from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer
-from layerwatch.embedded import Endpoints, free_port
-from layerwatch.kafka import Topics, consumer_config, ensure_topics
+from layerwatch.core.embedded import Endpoints, free_port
+from layerwatch.core.kafka import consumer_config, ensure_topics
+from layerwatch.core.topics import Topics
 from scorer.device import pick_device
 from scorer.messages import ScoreMessage
 from scorer.methods import load_model

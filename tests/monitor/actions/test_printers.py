@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from layerwatch.embedded import free_port
+from layerwatch.core.embedded import free_port
 from layerwatch.virtual_printer import gcode_print
 from monitor.actions import run_action
 from monitor.actions.printers import Moonraker, OctoPrint, Webhook

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench.compare import METHODS, Row, add_speed_ratios, app, mean_rows, targets
+from scorer.compare import METHODS, Row, add_speed_ratios, app, mean_rows, targets
 
 
 def _row(method: str, category: str, f1: float, ips: float) -> Row:

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 
 from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer, ProduceError
-from layerwatch.kafka import (
+from layerwatch.core.kafka import (
     Topics,
     close_producer,
     consumer_config,

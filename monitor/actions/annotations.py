@@ -1,5 +1,8 @@
 """Alarms as Grafana annotations, posted by the monitor when ``grafana_url`` is set.
 
+The dashboards (layerwatch.grafana, above the monitor) read their tag and the job dashboard's
+uid from here, so the two sides cannot drift apart.
+
 They are organisation annotations tagged ``layerwatch-alarm``: the Fleet dashboard shows them
 through a tag query, on the time of the alarm's layer. The print-job dashboard does not need
 them (it reads the alarms table with SQL), so they are not pinned to a dashboard.
@@ -15,7 +18,8 @@ from urllib.parse import urlencode
 
 from grafana_client import GrafanaApi
 
-from layerwatch.grafana.dashboards import ALARM_TAG, JOB_UID
+JOB_UID = "layerwatch-job"  # the print-job dashboard an annotation links to
+ALARM_TAG = "layerwatch-alarm"  # the tag the Fleet dashboard's annotation query selects
 
 
 def _epoch_ms(t: datetime | float | int | None) -> int:

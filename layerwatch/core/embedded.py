@@ -23,7 +23,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from layerwatch.settings import Settings
+from layerwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from layerwatch.core.topics import Topics
+
 # 4096×4096: far above a camera frame, far below a decompression bomb.
 DEFAULT_MAX_PIXELS = 16_777_216
 
@@ -87,9 +89,7 @@ class Settings(BaseSettings):
         )
 
     @property
-    def topics(self):
-        from layerwatch.kafka import Topics
-
+    def topics(self) -> Topics:
         return Topics(self.topic_prefix)
 
     @property

@@ -7,48 +7,17 @@ The settings follow KAFKA.md: they hold for real Kafka and for the embedded Tans
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from layerwatch.core.topics import Topics
+
 if TYPE_CHECKING:
-    from layerwatch.settings import Settings
+    from layerwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The four LayerWatch topics under one prefix (default ``layerwatch``).
-
-    A prefix lets several installations (or tests) share one cluster without seeing each
-    other's data. Layer and score topics are keyed by printer and get the configured
-    partition count; alarms and dead letters are low-volume and keep one partition so their
-    order is global.
-    """
-
-    prefix: str = "layerwatch"
-
-    @property
-    def layers(self) -> str:
-        return f"{self.prefix}.layers"
-
-    @property
-    def scores(self) -> str:
-        return f"{self.prefix}.scores"
-
-    @property
-    def alarms(self) -> str:
-        return f"{self.prefix}.alarms"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.prefix}.dlq"
-
-    def partitions(self, default: int) -> dict[str, int]:
-        return {self.layers: default, self.scores: default, self.alarms: 1, self.dlq: 1}
 
 
 SCORER_GROUP = "scorer"
