@@ -7,8 +7,18 @@ engine answers; otherwise the embedded Tansu broker and PostgreSQL in a temporar
 
 from __future__ import annotations
 
-import contextlib
 import os
+
+# A fixed, wide terminal for the error panels of every CLI the tests run (in process or as a
+# subprocess), whatever the terminal or folder the suite runs in: typer's panels wrap at the
+# terminal width, and a wrap inside an asserted message made a test pass or fail with the
+# clone's path length. Typer reads TERMINAL_WIDTH once, at import, so this comes first. (Not
+# COLUMNS: pytest's own lines would grow to that width.) LayerWatch's consoles do not wrap
+# text when they write to a pipe, which is what the tests give them.
+TEST_TERMINAL_WIDTH = "4000"
+os.environ["TERMINAL_WIDTH"] = TEST_TERMINAL_WIDTH
+
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -19,7 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from layerwatch.embedded import (
+from layerwatch.core.embedded import (
     DB_WRITER,
     PG_SUPERUSER,
     EmbeddedKafka,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +136,23 @@ def test_replay_reports_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "warn.charts.0" in res.output
 
 
+def test_bad_input_message_survives_a_narrow_terminal_and_a_long_path(tmp_path: Path) -> None:
+    """The regression of a fresh clone's `make test`: the same test, run as a user would in a
+    24-column terminal from a folder with a 400-character path, still passes (the suite fixes
+    its own terminal width; an error panel wrapped inside the asserted message failed it)."""
+    deep = tmp_path.joinpath(*(["a-folder-with-a-long-name-" + "x" * 24] * 8))
+    deep.mkdir(parents=True)
+    assert len(str(deep)) > 400
+    env = {**os.environ, "COLUMNS": "24", "TERMINAL_WIDTH": "24", "LINES": "20"}
+    test = f"{Path(__file__).resolve()}::test_replay_reports_bad_input"
+    cmd = [sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"]
+    done = subprocess.run(
+        [*cmd, f"--basetemp={deep / 'tmp'}"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
 def test_design_table() -> None:
     res = runner.invoke(app, ["design", "--layers", "500", "--false-alarm-prob", "0.1"])
     assert res.exit_code == 0, res.output
@@ -147,7 +167,7 @@ def test_design_table() -> None:
 
 
 def test_alarm_annotations_need_both_grafana_url_and_token(tmp_path) -> None:
-    from layerwatch.settings import Settings
+    from layerwatch.core.settings import Settings
     from monitor.cli import _grafana_hook
 
     assert _grafana_hook(Settings(home=tmp_path)) is None
