@@ -1,26 +1,37 @@
 """Model + monitor on simulated prints: false stops on normal prints, detection on defective ones.
 
-    python -m bench.false_stops [--model DIR] [--prints 8] [--layers 60] [--first-seed 100]
-                                [--defects KIND,...] [--onset 30]
-                                [--phase1 model,model-scores,job]
-                                [--k 0.5,1.5]
+    python -m bench.false_stops [--model DIR] [--prints 64] [--defect-prints 64] [--layers 200]
+                                [--first-seed 1000] [--calibration-prints 16]
+                                [--designs static:1.5,static:0.5,levels] [--scores FILE]
 
-Each print is simulated, scored by the model and fed layer by layer to a ``JobMonitor`` as the
-live monitor would, once per Phase I source (``model``: the model's calibration scores, the
-monitor's default; ``model-scores``: the model's scores and features with the cluster areas
-from each job's first layers, as for models that stored no areas; ``job``: each job's first
-``--phase1-layers`` layers). Normal prints (job
-seeds from ``--first-seed``): every stop is a false stop. Defective prints (one per kind in
-``--defects`` and severity in ``--severities``, onset at ``--onset``): a stop before the onset
-is a false stop too, a stop from the onset on is a detection (delay = stop layer − onset).
-The scores are computed once and shared by the Phase I variants. The image size comes from
-the model's training data; the model is the demo's by default (run ``make demo`` first).
+Every print is simulated and scored by the model once (``--scores FILE`` keeps those scores,
+so the monitor designs can be compared again without scoring), then fed layer by layer to a
+``JobMonitor`` as the live monitor would, once per design:
+
+- ``static:K``: Phase I from the model's calibration (one layer from each of many prints), the
+  charts on z against the population's centre, CUSUM reference value K (1.5 was the default
+  before the level model);
+- ``levels``: the same plus the level model fitted on ``--calibration-prints`` normal prints
+  (seeds from monitor.calibration_prints.CALIBRATION_SEED, never a judged print), the charts on the
+  innovations of each job's own centre, k from the design (half the shift that matters);
+- ``job``: Phase I from each job's first ``--phase1-layers`` layers.
+
+Normal prints (job seeds from ``--first-seed``): every stop is a false stop. Defective prints
+(kinds × severities in turn, onset drawn uniformly from layer 30 to ``layers - 30``): a stop
+before the onset is a false stop too, a stop from the onset on is a detection (delay = stop
+layer − onset). A defect is *visible* when the model's own per-layer verdict flags at least
+half of its first 10 layers (what the per-layer score or map can see; 2 % of normal layers
+are flagged too, so "any flagged layer" would call almost every long-lived defect visible).
+The false-stop rate per 1 000 layers assumes a constant hazard:
+1 − exp(−1000 · false stops / in-control layers charted), in-control layers being all layers
+of normal prints and those before the onset of defective ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,16 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ingest.simulate import simulate_print
 from ingest.simulate.defect_types import DefectEvent
 from layerwatch.demo import demo_model_dir
-from monitor.calibration import Calibration, model_calibration
+from monitor.calibration import Calibration, fit_print_levels, model_calibration
+from monitor.calibration_prints import calibration_print_scores, score_simulated_print
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
-from scorer.data import iter_batches
-from scorer.device import pick_device
-from scorer.methods import load_model
 
+VISIBLE_LAYERS = 10
 DEFAULT_DEFECTS = "stringing,under_extrusion,crack,voids,over_extrusion,warping,layer_shift"
 
 
@@ -48,8 +57,26 @@ class PrintRun:
     name: str
     seed: int
     onset: int | None  # None: a normal print
-    layers: np.ndarray  # (n, 4): score, f1, f2, largest defect area
-    flagged: int  # layers over the model's own threshold
+    kind: str | None
+    severity: float | None
+    layers: np.ndarray  # (n, 5): score, f1, f2, largest defect area, model verdict
+
+    @property
+    def visible(self) -> bool:
+        """The model's own per-layer verdict flags at least half of the defect's first
+        VISIBLE_LAYERS layers: a defect the per-layer score or map can see."""
+        if self.onset is None:
+            return False
+        return bool(self.layers[self.onset : self.onset + VISIBLE_LAYERS, 4].mean() >= 0.5)
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in ("name", "seed", "onset", "kind", "severity")},
+                "layers": self.layers.tolist()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PrintRun:
+        return cls(d["name"], d["seed"], d["onset"], d["kind"], d["severity"],
+                   np.asarray(d["layers"], dtype=float))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,28 +96,22 @@ class Outcome:
         stop, onset = self.first_stop, self.run.onset
         return None if stop is None or onset is None or stop[0] < onset else stop[0] - onset
 
-
-def score_print(model, name: str, seed: int, defects: Sequence[DefectEvent], args) -> PrintRun:
-    frames = simulate_print(args.layers, defects, seed=seed, size=args.size, category=args.category)
-    images = [f.image for f in frames]
-    results = [r for batch in iter_batches(images, args.batch) for r in model.score_batch(batch)]
-    layers = np.array([[r.score, r.f1, r.f2, r.largest_area] for r in results], dtype=float)
-    onset = defects[0].layer if defects else None
-    return PrintRun(name, seed, onset, layers, sum(r.anomalous for r in results))
+    @property
+    def in_control_layers(self) -> int:
+        """Layers charted while the print was normal (up to the stop, if a false one)."""
+        end = len(self.run.layers) if self.run.onset is None else self.run.onset
+        return min(end, self.first_stop[0] + 1) if self.false_stop else end
 
 
 def monitor_print(
     run: PrintRun, calibration: Calibration, phase1_layers: int, design: ChartDesign
 ) -> Outcome:
     monitor = JobMonitor(
-        "bench",
-        f"{run.name}-{run.seed}",
-        calibration=calibration,
-        phase1_layers=phase1_layers,
-        design=design,
-    )
+        "bench", f"{run.name}-{run.seed}", calibration=calibration,
+        phase1_layers=phase1_layers, design=design,
+    )  # fmt: skip
     first: dict[str, tuple[int, str] | None] = {"warn": None, "stop": None}
-    for layer, (score, f1, f2, area) in enumerate(run.layers):
+    for layer, (score, f1, f2, area, _) in enumerate(run.layers):
         _, events = monitor.update(layer, score, f1, f2, area)
         for e in events:
             if first.get(e.level, ()) is None:
@@ -98,22 +119,69 @@ def monitor_print(
     return Outcome(run, first["warn"], first["stop"])
 
 
-def summarise(label: str, k: float, outcomes: Sequence[Outcome]) -> dict:
+def summarise(label: str, outcomes: Sequence[Outcome], k: float) -> dict:
     normal = [o for o in outcomes if o.run.onset is None]
     defect = [o for o in outcomes if o.run.onset is not None]
+    visible = [o for o in defect if o.run.visible]
+    false_stops = sum(o.false_stop for o in outcomes)
+    at_risk = sum(o.in_control_layers for o in outcomes)
     delays = [o.delay for o in defect if o.delay is not None]
-    missed = [o.run.name for o in defect if o.first_stop is None]
+    shifts = [o for o in defect if o.run.kind == "layer_shift"]
+    mild = min((o.run.severity for o in shifts), default=None)
+    mild_shift = [o for o in shifts if o.run.severity == mild]
     return {
-        "phase1": label,
+        "design": label,
         "cusum_k": k,
         "normal_prints": len(normal),
         "normal_stopped": sum(o.false_stop for o in normal),
         "defect_prints": len(defect),
         "stopped_before_onset": sum(o.false_stop for o in defect),
+        "false_stop_per_1000_layers": 1 - math.exp(-1000 * false_stops / max(at_risk, 1)),
+        "visible": len(visible),
+        "visible_caught": sum(o.delay is not None for o in visible),
         "detected": len(delays),
         "median_delay": float(np.median(delays)) if delays else None,
-        "missed": missed,
+        "mild_layer_shift_delays": [o.delay for o in mild_shift],
+        "stop_charts": sorted({o.first_stop[1] for o in outcomes if o.first_stop}),
+        "missed": sorted(f"{o.run.name}@{o.run.onset}" for o in defect if o.delay is None),
     }
+
+
+def _defective(args: argparse.Namespace) -> list[tuple[str, int, DefectEvent]]:
+    kinds = [k for k in args.defects.split(",") if k]
+    severities = [float(s) for s in args.severities.split(",")]
+    rng = np.random.default_rng(args.first_seed)
+    out = []
+    for i in range(args.defect_prints if kinds else 0):
+        kind, severity = kinds[i % len(kinds)], severities[(i // len(kinds)) % len(severities)]
+        onset = int(rng.integers(30, max(31, args.layers - 30)))
+        out.append((f"{kind}@{severity:g}", args.first_seed + 100_000 + i,
+                    DefectEvent(kind, onset, severity)))  # fmt: skip
+    return out
+
+
+def score_all(model, args: argparse.Namespace) -> tuple[list[PrintRun], list[list[float]]]:
+    from rich.progress import Progress
+
+    defective = _defective(args)
+    total = args.prints + len(defective) + args.calibration_prints
+    kw = {"size": args.size, "category": args.category, "batch": args.batch}
+    runs: list[PrintRun] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("scoring prints", total=total)
+        for seed in range(args.first_seed, args.first_seed + args.prints):
+            rows = score_simulated_print(model, seed, args.layers, **kw)
+            runs.append(PrintRun("normal", seed, None, None, None, rows))
+            progress.advance(task)
+        for name, seed, event in defective:
+            rows = score_simulated_print(model, seed, args.layers, defects=[event], **kw)
+            runs.append(PrintRun(name, seed, event.layer, event.kind, event.severity, rows))
+            progress.advance(task)
+        calibration = calibration_print_scores(
+            model, args.calibration_prints, args.calibration_layers, **kw,
+            on_print=lambda _: progress.advance(task),
+        )  # fmt: skip
+    return runs, calibration
 
 
 def main() -> None:
@@ -122,72 +190,69 @@ def main() -> None:
         "--model", type=Path, default=demo_model_dir(Path(".layerwatch"), "fdm_rectilinear", 128)
     )
     ap.add_argument("--category", default="fdm_rectilinear", help="the model's category")
-    ap.add_argument("--prints", type=int, default=8, help="normal prints")
-    ap.add_argument("--layers", type=int, default=60)
-    ap.add_argument("--first-seed", type=int, default=100, help="job seed of the first print")
+    ap.add_argument("--prints", type=int, default=64, help="normal prints")
+    ap.add_argument("--defect-prints", type=int, default=64, help="defective prints")
+    ap.add_argument("--layers", type=int, default=200)
+    ap.add_argument("--first-seed", type=int, default=1000, help="job seed of the first print")
     ap.add_argument("--defects", default=DEFAULT_DEFECTS, help="kinds ('' for none)")
-    ap.add_argument("--severities", default="0.5,0.9")
-    ap.add_argument("--onset", type=int, default=30, help="layer the defects start on")
-    ap.add_argument("--phase1", default="model,model-scores,job", help="Phase I sources to compare")
+    ap.add_argument("--severities", default="0.3,0.6,0.9")
+    ap.add_argument("--calibration-prints", type=int, default=16, help="for the level model")
+    ap.add_argument("--calibration-layers", type=int, default=100)
+    ap.add_argument("--designs", default="static:1.5,static:0.5,levels", help="see above")
     ap.add_argument("--phase1-layers", type=int, default=20, help="job Phase I length")
-    ap.add_argument(
-        "--k", default="", help="CUSUM reference values to compare (default: the design's)"
-    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
+    ap.add_argument("--scores", type=Path, help="score cache: read if it exists, else write")
     ap.add_argument("--json", type=Path, help="write the summaries here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = json.loads((args.model / "config.json").read_text())
     args.size = int(config.get("training", {}).get("image_shape", [128])[0])
-    model = load_model(args.model, pick_device("auto"))
-    print(f"model {args.model} ({model.model_version}), {args.size}², {args.category}")
+    print(f"model {args.model} ({config['model_version']}), {args.size}², {args.category}")
+    if args.scores and args.scores.exists():
+        cached = json.loads(args.scores.read_text())
+        runs = [PrintRun.from_dict(d) for d in cached["runs"]]
+        calibration = cached["calibration"]
+        print(f"scores from {args.scores}")
+    else:
+        from scorer.device import pick_device
+        from scorer.methods import load_model
 
-    runs = []
-    for seed in range(args.first_seed, args.first_seed + args.prints):
-        runs.append(score_print(model, "normal", seed, [], args))
-    kinds = [k for k in args.defects.split(",") if k]
-    severities = [float(s) for s in args.severities.split(",")]
-    seed = args.first_seed + 100
-    for severity in severities:
-        for kind in kinds:
-            event = DefectEvent(kind, args.onset, severity)
-            runs.append(score_print(model, f"{kind}@{severity:g}", seed, [event], args))
-            seed += 1
-    print(f"scored {len(runs)} prints × {args.layers} layers")
+        runs, calibration = score_all(load_model(args.model, pick_device("auto")), args)
+        if args.scores:
+            doc = {"runs": [r.to_dict() for r in runs], "calibration": calibration}
+            args.scores.write_text(json.dumps(doc))
+    print(f"scored {len(runs)} prints × {args.layers} layers, {len(calibration)} calibration ones")
 
-    from_model = model_calibration(config)
-    sources = {
-        "model": from_model,
-        # the model's scores and features, the cluster areas from the job's first layers (how
-        # models from before the areas were stored run)
-        "model-scores": replace(from_model, areas=None),
-        "job": Calibration(),
-    }
-    ks = [float(k) for k in args.k.split(",") if k] or [ChartDesign().k]
+    static = model_calibration(config)
+    levels = fit_print_levels(static, calibration)
+    print(
+        f"level model: m0 {levels.m0:.3f}, between-print s.d. {levels.between_sd:.3f}, within "
+        f"{levels.within_sd:.3f}, a0 {levels.a0:.2f}, memory {levels.memory:.1f} layers"
+    )
     summaries = []
-    for label in args.phase1.split(","):
-        for k in ks:
-            design = ChartDesign(k=k)
-            outcomes = [monitor_print(r, sources[label], args.phase1_layers, design) for r in runs]
-            print(f"\n== Phase I from the {label}, CUSUM k = {k:g}")
-            for o in outcomes:
-                what = "normal" if o.run.onset is None else f"{o.run.name} from {o.run.onset}"
-                print(
-                    f"  seed {o.run.seed} {what}: {o.run.flagged}/{args.layers} flagged, "
-                    f"first warn {o.first_warn}, first stop {o.first_stop}"
-                )
-            s = summarise(label, k, outcomes)
-            summaries.append(s)
-            print(
-                f"  normal prints stopped {s['normal_stopped']}/{s['normal_prints']}; defective "
-                f"prints: stopped before the onset {s['stopped_before_onset']}, detected "
-                f"{s['detected']}/{s['defect_prints']} (median delay {s['median_delay']} "
-                f"layers), missed {', '.join(s['missed']) or 'none'}"
-            )
+    for label in args.designs.split(","):
+        kind, _, k = label.partition(":")
+        cal = {"static": replace(static, levels=None), "levels": replace(static, levels=levels),
+               "job": Calibration()}[kind]  # fmt: skip
+        design = ChartDesign(k=float(k) if k else None, levels=cal.levels is not None)
+        outcomes = [monitor_print(r, cal, args.phase1_layers, design) for r in runs]
+        s = summarise(label, outcomes, design.cusum_k)
+        summaries.append(s)
+        print(
+            f"\n== {label} (CUSUM k = {design.cusum_k:g})\n"
+            f"  false stops: normal {s['normal_stopped']}/{s['normal_prints']}, before the onset "
+            f"{s['stopped_before_onset']}/{s['defect_prints']}; "
+            f"P(false stop per 1000 layers) = {s['false_stop_per_1000_layers']:.3f}\n"
+            f"  visible defects caught {s['visible_caught']}/{s['visible']}, all detected "
+            f"{s['detected']}/{s['defect_prints']}, median delay {s['median_delay']} layers; "
+            f"mild layer shift delays {s['mild_layer_shift_delays']}\n"
+            f"  stops by {', '.join(s['stop_charts'])}; missed {', '.join(s['missed']) or 'none'}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(summaries, indent=1))
+        args.json.write_text(json.dumps({"levels": levels.to_dict(), "summaries": summaries},
+                                        indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

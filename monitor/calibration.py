@@ -8,6 +8,8 @@ T²/MEWMA. Defect areas: kept as the empirical in-control distribution for the c
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,8 +20,10 @@ from scipy import optimize, stats
 
 from monitor.charts.spatial import cluster_area_limit
 from monitor.estimators import mad_sigma, mr_sigma
+from monitor.levels import FeatureStatistic, LevelModel, fit_levels
 
 Estimator = Literal["mr", "std", "mad"]
+log = logging.getLogger(__name__)
 
 
 def location_scale(x: Sequence[float], estimator: Estimator = "mr") -> tuple[float, float]:
@@ -173,11 +177,18 @@ def fit_areas(areas: Sequence[float]) -> AreaCalibration:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Everything Phase I knows; a missing part is estimated from the job's first layers."""
+    """Everything Phase I knows; a missing part is estimated from the job's first layers.
+
+    ``levels`` (the random-effects model of a print's level, fitted on several layers of each
+    of several normal prints) makes the score charts run on each job's own centre: without it
+    they run on z against the population's centre. It models ``level_statistic`` of each
+    layer's (f1, f2), or the raw score where that is None."""
 
     score: ScoreCalibration | None = None
     features: FeatureCalibration | None = None
     areas: AreaCalibration | None = None
+    levels: LevelModel | None = None
+    level_statistic: FeatureStatistic | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +205,20 @@ class Calibration:
         feats = None
         if f is not None:
             feats = FeatureCalibration(tuple(f["mean"]), tuple(tuple(r) for r in f["cov"]), f["n"])
-        return cls(score, feats, AreaCalibration(tuple(a["areas"])) if a else None)
+        lv, st = d.get("levels"), d.get("level_statistic")
+        return cls(
+            score,
+            feats,
+            AreaCalibration(tuple(a["areas"])) if a else None,
+            LevelModel.from_dict(lv) if lv else None,
+            FeatureStatistic(tuple(st["center"]), tuple(st["scale"])) if st else None,
+        )
+
+    def level_values(self, rows: Any) -> np.ndarray:
+        """The level model's statistic of layers given as rows of (score, f1, f2)."""
+        a = np.asarray(rows, dtype=float).reshape(-1, 3)
+        st = self.level_statistic
+        return st.array(a[:, 1:3]) if st is not None else a[:, 0]
 
 
 def fit_calibration(
@@ -212,10 +236,39 @@ def fit_calibration(
     )
 
 
+def fit_print_levels(cal: Calibration, prints: Sequence[Sequence[Sequence[float]]]) -> LevelModel:
+    """The level model of calibration prints (per layer [score, f1, f2]) in ``cal``'s statistic."""
+    return fit_levels([cal.level_values(p) for p in prints])
+
+
+def with_print_levels(
+    cal: Calibration, prints: Sequence[Sequence[Sequence[float]]] | None, model_version: str = ""
+) -> Calibration:
+    """``cal`` with the level model fitted on calibration prints (per print, per layer
+    [score, f1, f2]: what ``layerwatch monitor calibrate`` stores). Without them the score
+    charts keep the population's centre, and the log says so."""
+    if not prints:
+        log.info("no calibration prints: score charts on the population's centre",
+                 extra={"model_version": model_version})  # fmt: skip
+        return cal
+    try:
+        levels = fit_print_levels(cal, prints)
+    except ValueError as exc:
+        log.warning("calibration prints unusable", extra={"error": str(exc)})
+        return cal
+    fitted = {k: round(v, 4) for k, v in levels.to_dict().items() if isinstance(v, float)}
+    log.info(
+        "level model from calibration prints", extra={"model_version": model_version, **fitted}
+    )
+    return dataclasses.replace(cal, levels=levels)
+
+
 def model_calibration(config: dict[str, Any]) -> Calibration:
     """Phase I from a model's stored calibration: image scores, (f1, f2) features and the
     largest defect-cluster area of each held-out normal image (models from before the areas
-    were stored leave them to the job's first layers)."""
+    were stored leave them to the job's first layers), and the level model's statistic of the
+    features. The level model itself comes from calibration prints, which the model's held-out
+    images (one layer each) cannot give: see ``with_print_levels``."""
     cal = config.get("calibration") or {}
     score = feats = areas = None
     scores = cal.get("image_scores") or cal.get("scores")
@@ -227,4 +280,5 @@ def model_calibration(config: dict[str, Any]) -> Calibration:
     largest = cal.get("largest_areas")
     if largest and len(largest) >= 10:
         areas = fit_areas(largest)
-    return Calibration(score=score, features=feats, areas=areas)
+    statistic = FeatureStatistic.from_features(features) if features and len(features) > 3 else None
+    return Calibration(score=score, features=feats, areas=areas, level_statistic=statistic)

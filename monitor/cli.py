@@ -33,7 +33,10 @@ Layers = Annotated[int, typer.Option(help="layers per build: the false-alarm hor
 Prob = Annotated[float, typer.Option(help="P(false stop per build); ARL0 = L / -ln(1-P)")]
 WarnProb = Annotated[float, typer.Option(help="P(false warning per build)")]
 Lam = Annotated[float, typer.Option(help="EWMA smoothing constant")]
-K = Annotated[float, typer.Option(help="CUSUM reference value (half the shift to detect)")]
+K = Annotated[
+    float | None,
+    typer.Option(help="CUSUM reference value (default: half the shift that matters, see design)"),
+]
 PolicyFile = Annotated[
     Path | None, typer.Option(exists=True, dir_okay=False, help="alarm policy TOML")
 ]
@@ -83,9 +86,36 @@ def design(
     k: K = DEFAULT_K,
     policy: PolicyFile = None,
     mc_runs: Annotated[int, typer.Option(help="Monte Carlo runs where no chain exists")] = 1000,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="scores CSV of normal prints: fit the level model on them and check the design "
+            "on them and on prints simulated from the fit",
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="with --scores: the model's config.json (its Phase I puts scores in z units; "
+            "default: a Phase I fitted on the CSV's scores)",
+        ),
+    ] = None,
+    sim_runs: Annotated[int, typer.Option(min=10, help="with --scores: simulated prints")] = 300,
 ) -> None:
-    """Print each chart's limit and its in-control and shifted ARLs (shift in sigma units)."""
+    """Print each chart's limit and its in-control and shifted ARLs (shift in sigma units).
+
+    With --scores, the charts are designed for the innovations of each job's own centre (the
+    level model fitted on those normal prints; k defaults to half the 1-sigma shift that
+    matters), and the design is checked by simulation: the per-print false-stop probability
+    for --layers layers and the delay to a 2-sigma step, and on the given prints themselves.
+    """
     d = _design(arl0, layers, false_alarm_prob, warn_false_alarm_prob, lam, k)
+    if scores is not None:
+        d = d.model_copy(update={"levels": True})
     pol = _policies(policy).default
     lim = d.solve(pol.warn.charts, pol.stop.criteria)
     for level, build, n in (
@@ -110,6 +140,38 @@ def design(
             row.method,
         )
     console.print(table)
+    if scores is not None:
+        _design_on_scores(scores, calibration, d, pol, sim_runs)
+
+
+def _design_on_scores(
+    scores: Path, calibration: Path | None, d: ChartDesign, pol, runs: int
+) -> None:
+    from monitor.calibration import fit_print_levels
+    from monitor.level_design import level_design_report
+
+    prints = _prints_csv(scores)
+    cal = _calibration(calibration) or Calibration()
+    try:
+        levels = fit_print_levels(cal, prints)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--scores") from None
+    console.print(_level_table(levels))
+    real = [list(cal.level_values(p)) for p in prints]
+    with console.status(f"simulating {runs} prints of {d.layers} layers"):
+        rep = level_design_report(levels, d, pol, runs=runs, real=real)
+    console.print(
+        f"CUSUM k = {rep.cusum_k:g}; simulated from the fit ({rep.runs} prints of {rep.layers} "
+        f"layers): P(false stop) = {rep.false_stop_prob:.3f} (design "
+        f"{d.stop_false_alarm_prob:g}), P(false warn) = {rep.false_warn_prob:.3f}; a step of "
+        f"{rep.shift:g}σ at layer 30 stopped in {rep.shift_detected:.0%} of prints, "
+        f"{_fmt(rep.shift_delay_mean)} layers after it on average"
+    )
+    console.print(
+        f"on the {rep.real_prints} given prints: {rep.real_false_stops} stopped; innovations "
+        f"s.d. {rep.real_innovation_sd:.3f}, lag-1 autocorrelation "
+        f"{rep.real_innovation_lag1:.3f} (a fitting model gives 1 and 0)"
+    )
 
 
 def _optional(row: dict[str, str], key: str) -> float | None:
@@ -170,6 +232,15 @@ def replay(
             "and cluster areas, as the live monitor uses them)",
         ),
     ] = None,
+    calibration_prints: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="scores CSV of whole normal prints: with --calibration, each job is charted "
+            "against its own centre (the level model, as `monitor calibrate` stores it)",
+        ),
+    ] = None,
     arl0: ARL0 = None,
     layers: Layers = 1000,
     false_alarm_prob: Prob = 0.05,
@@ -183,9 +254,15 @@ def replay(
     gives it: in-control scores only, or a model's config.json with its scores, features and
     cluster areas (what it lacks still comes from the job).
     """
+    from monitor.calibration import with_print_levels
+
     d = _design(arl0, layers, false_alarm_prob, warn_false_alarm_prob, lam, k)
     policies = _policies(policy)
     cal = _calibration(calibration)
+    if calibration_prints is not None:
+        if cal is None or cal.score is None:
+            raise typer.BadParameter("needs --calibration", param_hint="--calibration-prints")
+        cal = with_print_levels(cal, _prints_csv(calibration_prints))
     out.mkdir(parents=True, exist_ok=True)
     n_points = n_alarms = n_jobs = 0
     with (
@@ -218,6 +295,111 @@ def replay(
                 n_points += len(pts)
                 n_alarms += len(events)
     console.print(f"{n_jobs} job(s): {n_points} chart points, {n_alarms} alarm(s) -> {out}")
+
+
+def _prints_csv(path: Path) -> list[list[float]]:
+    """One score sequence per job of a scores CSV (the columns `replay` reads)."""
+    from monitor.calibration_prints import sequences_by_job
+
+    return sequences_by_job(
+        (f"{printer}/{job}", *rec[:4]) for printer, job, recs in _read_jobs(path) for rec in recs
+    )
+
+
+def _level_table(levels) -> Table:
+    table = Table("parameter", "value", "meaning", title="level model")
+    share = levels.between_sd**2 / (levels.between_sd**2 + levels.within_sd**2)
+    for name, value, meaning in (
+        ("m0", levels.m0, "mean level of a print (the statistic: larger log-feature, robust σ)"),
+        (
+            "between s.d.",
+            levels.between_sd,
+            f"spread of print levels ({share:.0%} of the variance)",
+        ),
+        ("within s.d.", levels.within_sd, "typical spread within a print"),
+        ("a0", levels.a0, "how much prints differ in spread (small: a lot)"),
+        ("memory", levels.memory, "layers a job's centre remembers (it follows slow drift)"),
+    ):
+        table.add_row(name, f"{value:.4f}", meaning)
+    table.caption = f"{levels.n_prints} prints, {levels.n_layers} layers"
+    return table
+
+
+@app.command()
+def calibrate(
+    model_version: Annotated[
+        str | None, typer.Option(help="model version (default: the one in --model)")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="model directory (for --simulate)"),
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="fit on the database's completed normal prints")
+    ] = False,
+    scores: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="scores CSV of normal prints"),
+    ] = None,
+    simulate: Annotated[
+        int, typer.Option(min=0, help="score this many simulated normal prints (needs --model)")
+    ] = 0,
+    layers: Annotated[int, typer.Option(min=3, help="layers per simulated print")] = 100,
+    category: Annotated[str, typer.Option(help="simulator category of --simulate")] = (
+        "fdm_rectilinear"
+    ),
+    min_layers: Annotated[int, typer.Option(min=3, help="--history: shortest print used")] = 30,
+    max_prints: Annotated[int, typer.Option(min=3, help="--history: newest prints used")] = 100,
+) -> None:
+    """Fit the level model (the random-effects Phase I: how much prints differ, how a print's
+    level drifts, how alike neighbouring layers are) on whole normal prints, and store it for
+    the monitor: it then charts each job against its own, self-starting centre.
+
+    The prints come from one source: --history (jobs of the model version in the database with
+    at least --min-layers layers and no stop alarm), --scores CSV, or --simulate N (simulated
+    normal prints scored by --model). The monitor reads the result when it first sees the model
+    version (restart a running monitor)."""
+    from layerwatch.core.console import endpoints, fail
+    from monitor.calibration_prints import (
+        calibration_print_scores,
+        sequences_by_job,
+        store_calibration_prints,
+    )
+    from storage import db, repository
+
+    if sum((history, scores is not None, simulate > 0)) != 1:
+        raise typer.BadParameter("give exactly one of --history, --scores, --simulate")
+    if model is not None:
+        config = json.loads((model / "config.json").read_text())
+        model_version = model_version or config["model_version"]
+    if not model_version:
+        raise typer.BadParameter("give --model-version or --model", param_hint="--model-version")
+    engine = db.make_engine(endpoints().database_url)
+    if history:
+        with engine.connect() as conn:
+            rows = repository.normal_job_scores(conn, model_version, min_layers, max_prints)
+        prints, source = sequences_by_job(rows), "database history"
+    elif scores is not None:
+        prints, source = _prints_csv(scores), f"scores CSV {scores.name}"
+    else:
+        if model is None:
+            raise typer.BadParameter("--simulate needs --model", param_hint="--model")
+        from scorer.device import pick_device
+        from scorer.methods import load_model
+
+        size = int(config.get("training", {}).get("image_shape", [128])[0])
+        scorer = load_model(model, pick_device("auto"))
+        with console.status(f"scoring {simulate} simulated prints of {layers} layers"):
+            prints = calibration_print_scores(
+                scorer, simulate, layers, size=size, category=category
+            )
+        source = f"simulated {category} {simulate}x{layers}"
+    try:
+        levels = store_calibration_prints(engine, model_version, source, prints)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(_level_table(levels))
+    console.print(f"stored for {model_version} ({source})")
 
 
 if __name__ == "__main__":

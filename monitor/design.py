@@ -35,6 +35,8 @@ StopCriterion = Literal["cusum", "cluster", "consecutive"]
 DEFAULT_WARN: tuple[WarnChart, ...] = ("shewhart", "ewma", "cusum", "t2", "cluster")
 DEFAULT_STOP: tuple[StopCriterion, ...] = ("cusum", "cluster", "consecutive")
 DELTAS = (0.5, 1.0, 2.0, 3.0)
+LEVEL_SHIFT = 1.0  # the shift that matters on a level model's innovations, in their sigma
+STATIC_SHIFT = 3.0  # ... on z against the population's centre (between-print spread included)
 ArlFn = Callable[[float], "float | None"]
 
 
@@ -84,13 +86,22 @@ class ChartDesign(BaseModel):
     stop_arl0: float | None = Field(None, gt=1)
     warn_arl0: float | None = Field(None, gt=1)
     lam: float = Field(0.2, gt=0, le=1, description="EWMA smoothing")
-    # CUSUM reference value (half the shift to catch quickly), in Phase I sigma. Not the
-    # textbook 0.5: with Phase I from a model's calibration (one layer from each of many prints)
-    # sigma includes the print-to-print spread, and a whole normal print can sit 1 sigma above
-    # the mean; with k = 0.5 CUSUM accumulates that offset. Measured (bench.false_stops, demo
+    # CUSUM reference value: half the shift that matters (``shift``), in sigma of the charted
+    # statistic, unless given. With a level model (the job's own centre, Phase I from several
+    # layers of each of several prints) the charts see i.i.d. innovations and the shift that
+    # matters is 1 sigma of them: k = 0.5. Without one, the charts see z against the
+    # population's centre, whose sigma includes the print-to-print spread (a whole normal print
+    # can sit 1 sigma above the mean, and k = 0.5 accumulates that offset); there the shift that
+    # matters is 3 sigma, k = 1.5. Measured without a level model (bench.false_stops, demo
     # model, 16 normal + 14 defective simulated prints): k = 0.5 stopped 9 normal prints,
-    # k = 1.5 one, and caught as many defects (12 of 14); k = 2 missed more.
-    k: float = Field(1.5, ge=0, description="CUSUM reference value (half the shift to catch)")
+    # k = 1.5 one, and caught as many defects (12 of 14).
+    k: float | None = Field(None, ge=0, description="CUSUM reference value; default shift/2")
+    shift: float | None = Field(
+        None,
+        gt=0,
+        description="the shift that matters, in sigma (default 1 with a level model, 3 without)",
+    )
+    levels: bool = Field(False, description="the charts run on innovations of a level model")
     fir: bool = False
     mewma_lam: float = Field(0.1, gt=0, le=1)
     n_features: int = Field(2, ge=1)
@@ -101,6 +112,13 @@ class ChartDesign(BaseModel):
         if self.build_arl0("stop") < self.build_arl0("warn"):
             raise ValueError("the stop budget must be stricter (larger ARL0) than the warn budget")
         return self
+
+    @property
+    def cusum_k(self) -> float:
+        """The CUSUM reference value in force: ``k``, else half the shift that matters."""
+        if self.k is not None:
+            return self.k
+        return (self.shift or (LEVEL_SHIFT if self.levels else STATIC_SHIFT)) / 2
 
     def build_arl0(self, level: Literal["warn", "stop"]) -> float:
         override = self.stop_arl0 if level == "stop" else self.warn_arl0
@@ -128,7 +146,7 @@ def _solve(d: ChartDesign, warn: tuple[str, ...], stop: tuple[str, ...]) -> Desi
     warn_c = arl.sidak_arl0(warn_build, len(warn))
     stop_c = arl.sidak_arl0(stop_build, len(stop))
     p_drift = arl.false_alarm_prob(d.layers, warn_c)
-    cusum_h = arl.cusum_h_for_arl0(d.k, warn_c, d.fir)
+    cusum_h = arl.cusum_h_for_arl0(d.cusum_k, warn_c, d.fir)
     return DesignLimits(
         warn_charts=warn,
         stop_criteria=stop,
@@ -143,7 +161,7 @@ def _solve(d: ChartDesign, warn: tuple[str, ...], stop: tuple[str, ...]) -> Desi
         t2_ucl=arl.t2_ucl(d.n_features, 1.0 / warn_c),
         cluster_alpha=1.0 / warn_c,
         # The stop criteria reuse the warn charts' statistics: never stop below a warning.
-        cusum_h_stop=max(arl.cusum_h_for_arl0(d.k, stop_c, d.fir), cusum_h),
+        cusum_h_stop=max(arl.cusum_h_for_arl0(d.cusum_k, stop_c, d.fir), cusum_h),
         cluster_alpha_stop=min(1.0 / stop_c, 1.0 / warn_c),
         consecutive_L=arl.consecutive_L_for_arl0(d.consecutive_k, stop_c),
         consecutive_k=d.consecutive_k,
@@ -180,7 +198,7 @@ def _drift_delay(kind: str, param: float, runs: int, seed: int) -> ArlFn:
 
 def _report(d: ChartDesign, lim: DesignLimits, rules: str, runs: int, seed: int) -> list[DesignRow]:
     """One row per warn chart and stop criterion: (limit, ARL as a function of delta, method)."""
-    p, lam, k, fir = d.n_features, d.lam, d.k, d.fir
+    p, lam, k, fir = d.n_features, d.lam, d.cusum_k, d.fir
     eye = tuple(tuple(float(i == j) for j in range(p)) for i in range(p))
     mewma = MewmaKernel((0.0,) * p, eye, d.mewma_lam, lim.mewma_h, exact=False)
     selfstart = SelfStartKernel(CusumKernel(k, lim.cusum_h, fir))

@@ -5,7 +5,8 @@ plain Python floats: the score's transform, each chart's kernel step and the ala
 numpy per scalar and no pydantic per point.
 
 Inputs come in three groups, each with its own Phase I: the score (Shewhart, EWMA, CUSUM,
-self-starting, drift detectors, all on z), the feature vector (f1, f2) for MEWMA and T², and the
+self-starting, drift detectors, all on z, or with a level model on the innovations of the
+job's own centre), the feature vector (f1, f2) for MEWMA and T², and the
 largest-cluster area. A group whose calibration is not supplied buffers its first
 ``phase1_layers`` values in the job, fits Phase I on them and charts from the next layer on.
 """
@@ -42,10 +43,14 @@ from monitor.charts import (
 )
 from monitor.design import ChartDesign
 from monitor.drift import DriftChart
+from monitor.levels import LevelChart, LevelFilter
 
 SCORE_CHARTS = ("shewhart", "ewma", "cusum", "selfstart", "adwin", "pagehinkley")
 FEATURE_CHARTS = ("mewma", "t2")
 AREA_CHARTS = ("cluster",)
+UNIT_SCORE = ScoreCalibration(mu0=0.0, sigma0=1.0, n=0)
+# Every chart name the monitor can write to chart_points ("level": the job's own centre).
+CHART_NAMES = (*SCORE_CHARTS, *FEATURE_CHARTS, *AREA_CHARTS, "level")
 
 
 def chart_from_state(d: dict[str, Any]) -> Chart:
@@ -84,10 +89,14 @@ class JobMonitor:
         phase1_layers: int = 100,
     ) -> None:
         self.printer, self.job = printer, job
-        self.design = design = design or ChartDesign()
+        self.calibration = calibration or Calibration()
+        design = design or ChartDesign()
+        if self.calibration.levels is not None and not design.levels:
+            design = design.model_copy(update={"levels": True})  # the score charts see innovations
+        self.design = design
         self.policy = policy = policy or AlarmPolicy()
         self.phase1_layers = phase1_layers
-        self.calibration = calibration or Calibration()
+        self.level: LevelFilter | None = None  # the job's own centre, with a level model
         warn, stop = policy.warn.charts, policy.stop.criteria
         self.limits = lim = design.solve(warn, stop)
         k = policy.stop.consecutive_anomalous or lim.consecutive_k
@@ -113,8 +122,11 @@ class JobMonitor:
         if "consecutive" in stop:
             needed.add("shewhart")
         self._needed = needed
+        # With a level model the score charts judge each layer's (score, f1, f2) against the
+        # job's own centre (slot 3); without one, z of the score (slot 0).
+        score_slot = 0 if self.calibration.levels is None else 3
         groups = [
-            _Group(0, "score", fit_scores, self._build_score),
+            _Group(score_slot, "score", fit_scores, self._build_score),
             _Group(1, "features", fit_features, self._build_features),
             _Group(2, "areas", fit_areas, self._build_areas),
         ]
@@ -122,6 +134,8 @@ class JobMonitor:
         self._groups = [g for g, names in zip(groups, kinds, strict=True) if needed & set(names)]
         for g in self._groups:
             known = getattr(self.calibration, g.part)
+            if known is None and g.part == "score" and self.calibration.levels is not None:
+                known = UNIT_SCORE  # the level model is the score charts' whole Phase I
             if known is not None:
                 self._activate(g, known)
         self.last_layer: int | None = None
@@ -137,12 +151,19 @@ class JobMonitor:
         makers: dict[str, Callable[[], Chart]] = {
             "shewhart": lambda: KernelChart(IndividualsKernel(L=lim.shewhart_L, rules=rules)),
             "ewma": lambda: KernelChart(EwmaKernel(d.lam, lim.ewma_L)),
-            "cusum": lambda: KernelChart(CusumKernel(d.k, cusum_h, d.fir)),
-            "selfstart": lambda: KernelChart(SelfStartKernel(CusumKernel(d.k, lim.cusum_h))),
+            "cusum": lambda: KernelChart(CusumKernel(d.cusum_k, cusum_h, d.fir)),
+            "selfstart": lambda: KernelChart(SelfStartKernel(CusumKernel(d.cusum_k, lim.cusum_h))),
             "adwin": lambda: DriftChart("adwin", lim.adwin_delta or 0.002),
             "pagehinkley": lambda: DriftChart("pagehinkley", lim.pagehinkley_threshold or 50.0),
         }
-        return sc.z, self._wanted(makers)
+        charts = self._wanted(makers)
+        if self.calibration.levels is None:
+            return sc.z, charts
+        self.level = level = LevelFilter(self.calibration.levels)
+        st, surprise = self.calibration.level_statistic, level.update
+        if st is None:
+            return (lambda row: surprise(row[0])), [*charts, LevelChart(level)]
+        return (lambda row: surprise(st(row[1], row[2]))), [*charts, LevelChart(level)]
 
     def _build_features(self, fc: FeatureCalibration) -> tuple[None, list[Chart]]:
         d, lim = self.design, self.limits
@@ -193,7 +214,12 @@ class JobMonitor:
             return [], []
         self.last_layer = layer
         feats = (f1, f2) if f1 is not None and f2 is not None and f1 == f1 and f2 == f2 else None
-        inputs = (score, feats, defect_area)
+        row = None
+        if self.level is not None or self.calibration.levels is not None:
+            st = self.calibration.level_statistic
+            usable = feats is not None if st is not None else score is not None and score == score
+            row = (score, f1, f2) if usable else None
+        inputs = (score, feats, defect_area, row)
         points: list[ChartPoint] = []
         for g in self._groups:
             x = inputs[g.slot]
@@ -204,10 +230,14 @@ class JobMonitor:
                 continue
             if g.prepare is not None:
                 x = g.prepare(x)
+            signal = False
             for chart in g.charts:
                 p = chart.update(x)
                 if p is not None:
                     points.append(p)
+                    signal |= p.signal
+            if g.part == "score" and self.level is not None:
+                self.level.hold = signal  # an out-of-control job's centre must not learn it
         return points, self.tracker.observe(layer, points)
 
     def replay(self, records: Iterable[tuple[Any, ...]]) -> None:

@@ -76,6 +76,18 @@ class ModelRecord(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class PrintCalibration(Base):
+    """Whole normal prints of one model version (per print, per layer in order: [score, f1,
+    f2]) and the level model fitted on them (for display; the monitor refits from ``prints``)."""
+
+    __tablename__ = "print_calibrations"
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), nullable=False)
+    prints: Mapped[list] = mapped_column(JSONB, nullable=False)
+    levels: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
 class Score(Base):
     __tablename__ = "scores"
     printer: Mapped[str] = mapped_column(ID, primary_key=True)

@@ -21,6 +21,7 @@ from storage.models import (
     DeadLetter,
     Job,
     Layer,
+    PrintCalibration,
     Printer,
     Score,
 )
@@ -160,6 +161,56 @@ def job_history(
         .order_by(t.c.layer)
     )
     return [tuple(r) for r in conn.execute(q)]
+
+
+def save_print_calibration(
+    conn: Connection,
+    model_version: str,
+    source: str,
+    prints: list[list[list[float]]],
+    levels: dict,
+) -> None:
+    """Replace the model version's calibration prints (per print, per layer [score, f1, f2];
+    NaN stored as null)."""
+    clean = [[[v if v == v else None for v in row] for row in p] for p in prints]
+    upsert(conn, PrintCalibration, [{"model_version": model_version, "source": source,
+                                     "prints": clean, "levels": levels}])  # fmt: skip
+
+
+def print_calibration(conn: Connection, model_version: str) -> list[list[list[float]]] | None:
+    """The stored calibration prints of a model version (null → NaN)."""
+    t = _table(PrintCalibration)
+    prints = conn.execute(select(t.c.prints).where(t.c.model_version == model_version)).scalar()
+    if prints is None:
+        return None
+    nan = float("nan")
+    return [[[nan if v is None else float(v) for v in row] for row in p] for p in prints]
+
+
+def normal_job_scores(
+    conn: Connection, model_version: str, min_layers: int, limit: int
+) -> list[tuple[str, int, float, float, float]]:
+    """(job, layer, score, f1, f2) of the newest ``limit`` jobs scored by ``model_version`` with at
+    least ``min_layers`` layers and no stop alarm: the history a level model is fitted on."""
+    s, a = _table(Score), _table(Alarm)
+    stopped = select(a.c.printer, a.c.job).where(a.c.level == "stop")
+    jobs = (
+        select(s.c.printer, s.c.job, func.max(s.c.scored_at).label("last"))
+        .where(s.c.model_version == model_version)
+        .where(tuple_(s.c.printer, s.c.job).not_in(stopped))
+        .group_by(s.c.printer, s.c.job)
+        .having(func.count() >= min_layers)
+        .order_by(func.max(s.c.scored_at).desc())
+        .limit(limit)
+        .subquery()
+    )
+    q = (
+        select(s.c.printer, s.c.job, s.c.layer, s.c.score, s.c.f1, s.c.f2)
+        .join(jobs, (s.c.printer == jobs.c.printer) & (s.c.job == jobs.c.job))
+        .where(s.c.model_version == model_version)
+        .order_by(s.c.printer, s.c.job, s.c.layer)
+    )
+    return [(f"{r.printer}/{r.job}", r.layer, r.score, r.f1, r.f2) for r in conn.execute(q)]
 
 
 def set_alarm_state(

@@ -22,8 +22,9 @@ CHARTS: tuple[ChartSpec, ...] = (
         "shewhart",
         "Anomaly score — individuals chart",
         "z",
-        "The layer's anomaly score normalised by the Phase I mean and sigma, against its "
-        "centre line and control limits. Red points are signals (limit or run rule).",
+        "The layer's anomaly score normalised by the Phase I mean and sigma (with a level "
+        "model: its deviation from the job's own predicted score, in sigma of that prediction), "
+        "against its centre line and control limits. Red points are signals (limit or run rule).",
     ),
     ChartSpec(
         "ewma",
@@ -37,6 +38,15 @@ CHARTS: tuple[ChartSpec, ...] = (
         "CUSUM of the score",
         "C+ / −C−",
         "Two-sided tabular CUSUM: the larger of C+ and −C− against ±h.",
+    ),
+    ChartSpec(
+        "level",
+        "The job's own centre",
+        "level (z)",
+        "Where this print's normal score sits (the level model's estimate after each layer, "
+        "in z units), against the range of normal prints (mean ± 2 between-print s.d.). It "
+        "starts at the model's prior, learns from the job's layers and is held while a chart "
+        "is out of control. Only with a level model (`layerwatch monitor calibrate`).",
     ),
     ChartSpec(
         "cluster",

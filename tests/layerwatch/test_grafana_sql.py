@@ -66,7 +66,7 @@ class Sample:
 def _charts(z: np.ndarray, f: np.ndarray, area: np.ndarray) -> dict[str, list[dict[str, Any]]]:
     """Chart statistics as the monitor computes them (plain formulas, layers PHASE1..end)."""
     out: dict[str, list[dict[str, Any]]] = {c.name: [] for c in CHARTS}
-    ewma, cp, cm, mewma = 0.0, 0.0, 0.0, np.zeros(2)
+    ewma, cp, cm, mewma, level = 0.0, 0.0, 0.0, np.zeros(2), 0.0
     for t, layer in enumerate(range(PHASE1, N_LAYERS), start=1):
         x = float(z[layer])
         ewma = EWMA_LAMBDA * x + (1 - EWMA_LAMBDA) * ewma
@@ -77,6 +77,7 @@ def _charts(z: np.ndarray, f: np.ndarray, area: np.ndarray) -> dict[str, list[di
         cusum = cp if cp >= cm else -cm
         mewma = 0.1 * f[layer] + 0.9 * mewma
         t2 = float(f[layer] @ f[layer])
+        level += (x - level) / (t + 1)  # a centre learning the job's mean from a prior at 0
         stats = {
             "shewhart": (x, 0.0, -3.0, 3.0),
             "ewma": (ewma, 0.0, -width, width),
@@ -84,6 +85,7 @@ def _charts(z: np.ndarray, f: np.ndarray, area: np.ndarray) -> dict[str, list[di
             "cluster": (float(area[layer]), 40.0, None, 150.0),
             "mewma": (float(mewma @ mewma) * 19.0, 2.0, None, 10.5),
             "t2": (t2, 2.0, None, 11.0),
+            "level": (level, 0.0, -1.4, 1.4),
         }
         for chart, (stat, centre, lcl, ucl) in stats.items():
             signal = stat > ucl or (lcl is not None and stat < lcl)

@@ -1,0 +1,107 @@
+"""Calibration prints: whole normal prints whose score sequences the level model is fitted on,
+from the database's history, a scores CSV or the simulator; and the per-layer model outputs of
+simulated prints (calibration prints, and the false-stop benchmark's normal and defective ones).
+
+A print is scored as the scorer service would score it (the model's batched ``score_batch``),
+and kept as one row per layer: score, f1, f2, largest defect-cluster area and the model's own
+per-layer verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from monitor.calibration import fit_print_levels, model_calibration
+from monitor.levels import LevelModel
+
+# Seeds of calibration prints: far from the benchmark's and the demo's job seeds, so that no
+# print the level model was fitted on is ever a print it is judged on.
+CALIBRATION_SEED = 900_000
+COLUMNS = ("score", "f1", "f2", "largest_area", "anomalous")
+
+
+def score_simulated_print(
+    model: Any,
+    seed: int,
+    layers: int,
+    *,
+    size: int,
+    category: str,
+    defects: Sequence[Any] = (),
+    batch: int = 8,
+) -> np.ndarray:
+    """(layers × 5) rows in COLUMNS order for one simulated print."""
+    from ingest.simulate import simulate_print
+    from scorer.data import iter_batches
+
+    frames = simulate_print(layers, defects, seed=seed, size=size, category=category)
+    images = [f.image for f in frames]
+    results = [r for chunk in iter_batches(images, batch) for r in model.score_batch(chunk)]
+    return np.array(
+        [[r.score, r.f1, r.f2, r.largest_area, float(r.anomalous)] for r in results], dtype=float
+    )
+
+
+def calibration_print_scores(
+    model: Any,
+    prints: int,
+    layers: int,
+    *,
+    size: int,
+    category: str,
+    batch: int = 8,
+    on_print: Callable[[int], None] | None = None,
+) -> list[list[list[float]]]:
+    """``prints`` normal simulated calibration prints: per layer [score, f1, f2]."""
+    out = []
+    for i in range(prints):
+        rows = score_simulated_print(
+            model, CALIBRATION_SEED + i, layers, size=size, category=category, batch=batch
+        )
+        out.append(rows[:, :3].tolist())
+        if on_print is not None:
+            on_print(i)
+    return out
+
+
+def sequences_by_job(
+    records: Iterable[tuple[str, int, float | None, float | None, float | None]],
+) -> list[list[list[float]]]:
+    """(job, layer, score, f1, f2) rows to one print per job: per layer [score, f1, f2] in
+    layer order (NaN for a missing value or layer), as the level model's fit takes them."""
+    nan = float("nan")
+    jobs: dict[str, dict[int, list[float]]] = {}
+    for job, layer, *values in records:
+        jobs.setdefault(job, {})[int(layer)] = [nan if v is None else float(v) for v in values]
+    out = []
+    for layers in jobs.values():
+        first, last = min(layers), max(layers)
+        out.append([layers.get(t, [nan, nan, nan]) for t in range(first, last + 1)])
+    return out
+
+
+def store_calibration_prints(
+    engine: Any, model_version: str, source: str, prints: list[list[list[float]]]
+) -> LevelModel:
+    """Fit the level model on ``prints`` (per layer [score, f1, f2]) with the statistic of the
+    model's stored Phase I and keep both for the monitor, which refits from the prints when it
+    starts."""
+    from sqlalchemy import select
+
+    from storage import repository
+    from storage.models import ModelRecord
+
+    t = ModelRecord.__table__
+    with engine.begin() as conn:
+        config = conn.execute(select(t.c.config).where(t.c.version == model_version)).scalar()
+        if not config:
+            raise ValueError(
+                f"model {model_version!r} is not in the models table (a scorer registers it "
+                "when it starts with that model)"
+            )
+        levels = fit_print_levels(model_calibration(config), prints)
+        repository.save_print_calibration(conn, model_version, source, prints, levels.to_dict())
+    return levels
