@@ -235,6 +235,9 @@ def up(
     phase1: str = typer.Option(
         "model", help="Monitor Phase I: 'model' (calibration scores) or 'job' (first layers)."
     ),
+    phase1_layers: int = typer.Option(
+        30, min=2, help="Layers of a job the monitor uses for Phase I where the model has none."
+    ),
     stop_servers: bool = typer.Option(
         False, help="Stop the embedded servers on exit (default: leave them running)."
     ),
@@ -249,7 +252,9 @@ def up(
     from rich.live import Live
 
     from layerwatch.core.embedded import servers
+    from layerwatch.core.health import fetch_health
     from layerwatch.core.kafka import ensure_configured_topics
+    from layerwatch.status import ServicesFile, service_ports
     from layerwatch.supervisor import ProcessSpec, Supervisor, stop_signals_interrupt
     from storage import db
 
@@ -259,46 +264,65 @@ def up(
     ensure_configured_topics(s, ep.kafka_bootstrap)
     exe = [sys.executable, "-m", "layerwatch"]
     logs = Path(s.home) / "logs"
+    ports = service_ports(s, scorers, monitor)
     specs = [
         ProcessSpec(
             f"scorer-{i}",
-            [
-                *exe,
-                "scorer",
-                "run",
-                "--model",
-                model,
-                "--metrics-port",
-                str(s.metrics_port + i if s.metrics_port else 0),
-            ],
+            [*exe, "scorer", "run", "--model", model, "--metrics-port", str(ports[f"scorer-{i}"])],
             logs / f"scorer-{i}.log",
         )
         for i in range(scorers)
     ]
     if monitor:
-        argv = [*exe, "monitor", "run", "--phase1", phase1]
+        argv = [*exe, "monitor", "run", "--phase1", phase1, "--phase1-layers", str(phase1_layers)]
+        argv += ["--metrics-port", str(ports["monitor"])]
         argv += ["--policy", policy] if policy else []
         specs.append(ProcessSpec("monitor", argv, logs / "monitor.log"))
     sup = Supervisor(specs)
-    where = [("kafka", ep.kafka_bootstrap), ("postgres", "ready")]
+    services_file = ServicesFile(s.home)
+
+    def where() -> list[tuple[str, str]]:
+        health = []
+        for name, port in ports.items():
+            if port:
+                h = fetch_health(port, timeout=0.3)
+                health.append((f"{name} health", f"{h.get('status')} lag {h.get('lag', '-')}"))
+        return [("kafka", ep.kafka_bootstrap), ("postgres", "ready"), *health]
+
     try:
         with (
             stop_signals_interrupt(),
-            Live(sup.table(lambda: where), console=console, refresh_per_second=2) as live,
+            Live(sup.table(where), console=console, refresh_per_second=2) as live,
         ):
             sup.start_all()
+            services_file.write(ports)
             while True:
                 sup.tick()
-                live.update(sup.table(lambda: where))
+                live.update(sup.table(where))
                 time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping services …")
     finally:
         sup.stop_all()
+        services_file.drop()
         if stop_servers:
             for srv in servers(s):
                 srv.stop()
     console.print("all services stopped")
+
+
+@app.command("status")
+def status() -> None:
+    """Show the servers (embedded or external) and the services with their health and
+    consumer lag, from the services' health endpoints. Exit 1 if anything is down or
+    waiting."""
+    from layerwatch.status import server_rows, service_rows, status_table
+
+    s = get_settings()
+    rows = [*server_rows(s), *service_rows(s)]
+    console.print(status_table(rows))
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- demo

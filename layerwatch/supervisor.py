@@ -6,9 +6,11 @@ each service under its own orchestrator (compose, Kubernetes) instead.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,12 +44,25 @@ class Child:
         self.proc = subprocess.Popen(
             self.spec.argv, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )  # fmt: skip
         self.started = time.monotonic()
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by SIGKILL, which no
+    handler of the supervisor sees. Without it a killed `layerwatch up` left its services
+    running, and the next `up` started a second monitor beside the orphaned one (found by
+    bench.faults). SIGTERM lets each service finish and commit its batch."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager

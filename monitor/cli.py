@@ -423,9 +423,16 @@ def run(
     false_alarm_prob: Prob = 0.05,
     warn_prob: WarnProb = 0.2,
     k: K = DEFAULT_K,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="health and Prometheus port (default: settings' monitor_metrics_port; 0 = off)"
+        ),
+    ] = None,
 ) -> None:
     """Run the monitor service: consumer group 'monitor' on the scores topic; chart points
-    and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers."""
+    and alarms to PostgreSQL, alarms to the alarms topic, stop actions to the printers.
+    Serves /health and /metrics on --metrics-port."""
     from layerwatch.core.console import endpoints, fail
     from layerwatch.core.kafka import ensure_configured_topics
     from layerwatch.core.settings import get_settings
@@ -453,6 +460,8 @@ def run(
         phase1_layers=phase1_layers,
         phase1=phase1,  # type: ignore[arg-type]
         on_alarm=_grafana_hook(s),
+        metrics_port=s.monitor_metrics_port if metrics_port is None else metrics_port,
+        metrics_host=s.metrics_host,
     )
     service = MonitorService(cfg)
     service.install_signal_handlers()

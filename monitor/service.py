@@ -2,9 +2,15 @@
 
 Per micro-batch: chart every layer (one :class:`JobMonitor` per (printer, job)), upsert the
 chart points and open alarms idempotently in one transaction, run the stop actions of alarms
-that have no successful action yet (storing every attempt), publish the new alarms, then commit
+that have no successful action yet (storing every attempt), publish the alarms, then commit
 the offsets. A replay after a crash rewrites the same chart points, finds the alarms already
-open, and only retries an action that never succeeded.
+open, and only retries an action that never succeeded. Alarm messages are at-least-once: a
+replayed alarm is published again with its stored id (publishing only newly opened ones lost
+the message of an alarm whose row was written just before a crash or a broker outage).
+
+While PostgreSQL or the broker is unreachable the batch is held and retried with back-off,
+stage by stage: charts that were computed are not computed again, an action that ran is not
+run again, messages that the broker confirmed are not sent again.
 
 Phase I comes from the model's calibration scores, features and defect-cluster areas (stored
 by the scorer in the ``models`` table); what a model lacks (older models stored no areas) comes
@@ -15,6 +21,7 @@ state is identical.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -25,21 +32,31 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     MONITOR_GROUP,
+    Outbox,
+    Outgoing,
     Topics,
+    check_broker,
     close_producer,
     consumer_config,
+    consumer_lag,
+    error_reporter,
     producer_config,
+    producer_dead,
+    split_errors,
 )
+from layerwatch.core.retry import Backoff, outage_kind
 from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
 from monitor.alarms import AlarmEvent, PolicySet
-from monitor.calibration import Calibration, model_calibration
+from monitor.calibration import Calibration, model_calibration, with_print_levels
 from monitor.charts import ChartPoint
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
@@ -74,6 +91,52 @@ class MonitorConfig:
     group: str = MONITOR_GROUP
     max_message_bytes: int = 1 << 20
     on_alarm: Callable[[dict[str, Any]], None] | None = None  # e.g. a Grafana annotation
+    metrics_port: int = 0  # health and Prometheus endpoint (0 = off)
+    metrics_host: str = "127.0.0.1"
+
+
+class MonitorMetrics(ServiceMetrics):
+    """The shared lag, error and health metrics plus what the monitor does per job."""
+
+    def __init__(self) -> None:
+        super().__init__("monitor")
+        r = self.registry
+        self.layers = Counter("layerwatch_layers_charted", "Layers put on the charts", registry=r)
+        self.last_layer = Gauge(
+            "layerwatch_last_layer", "Last charted layer per job", ["printer", "job"], registry=r
+        )
+        self.alarms = Counter(
+            "layerwatch_alarms_opened", "Alarms opened", ["level", "chart"], registry=r
+        )
+        self.actions = Counter(
+            "layerwatch_printer_actions", "Printer action attempts", ["ok"], registry=r
+        )
+        self.dead = Counter("layerwatch_monitor_dead_letters", "Bad score messages", registry=r)
+
+    def charted(self, printer: str, job: str, layer: int) -> None:
+        self.layers.inc()
+        self.last_layer.labels(printer, job).set(layer)
+        self.health.put("last_layer", f"{printer}/{job}", layer)
+
+    def forget(self, printer: str, job: str) -> None:
+        """An evicted job's series go too: the label set must not grow with every job ever."""
+        with contextlib.suppress(KeyError):
+            self.last_layer.remove(printer, job)
+        self.health.drop("last_layer", f"{printer}/{job}")
+
+
+@dataclass
+class _Batch:
+    """One micro-batch between its stages; a retry resumes at the stage that failed."""
+
+    points: list[dict[str, Any]]
+    events: list[AlarmEvent]
+    dead: list[tuple[Message, MessageError]]
+    charted: list[tuple[str, str, int]]
+    ids: list[tuple[int, bool]] | None = None  # set once the transaction committed
+    acted: set[int] = field(default_factory=set)  # events whose action is run and stored
+    attempts: dict[int, list[Attempt]] = field(default_factory=dict)
+    outbox: Outbox | None = None
 
 
 class MonitorService:
@@ -82,11 +145,12 @@ class MonitorService:
         self.engine = db.make_engine(cfg.database_url)
         self.jobs: dict[tuple[str, str], tuple[JobMonitor, float]] = {}
         self._calibrations: dict[str, Calibration] = {}
-        self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
+        self.metrics = MonitorMetrics()
+        self._producer = self._new_producer()
         self._consumer: Consumer | None = None
         self.stop_event = threading.Event()
         self.assigned = threading.Event()  # set once the group gave this member partitions
-        self._errors: list[str] = []
+        self._last_lag = 0.0
 
     # ------------------------------------------------------------------ chart state
 
@@ -97,12 +161,14 @@ class MonitorService:
                 config = conn.execute(
                     select(t.c.config).where(t.c.version == model_version)
                 ).scalar()
+                prints = repository.print_calibration(conn, model_version)
             cal = Calibration()
             if config:
                 try:
                     cal = model_calibration(config)
                 except ValueError as exc:
                     log.warning("model calibration unusable", extra={"error": str(exc)})
+            cal = with_print_levels(cal, prints, model_version)
             self._calibrations[model_version] = cal
         return self._calibrations[model_version]
 
@@ -141,39 +207,62 @@ class MonitorService:
         cutoff = time.monotonic() - IDLE_EVICT_S
         for key in [k for k, (_, seen) in self.jobs.items() if seen < cutoff]:
             del self.jobs[key]
+            self.metrics.forget(*key)
 
     # ------------------------------------------------------------------ batch logic
 
     def process(self, msgs: Sequence[Message]) -> list[AlarmMessage]:
-        points: list[dict[str, Any]] = []
-        events: list[AlarmEvent] = []
-        dead: list[tuple[Message, MessageError]] = []
+        """Chart, store, act and publish one micro-batch (no retries); the alarms it opened."""
+        return self.complete(self.chart(msgs))
+
+    def chart(self, msgs: Sequence[Message]) -> _Batch:
+        """Stage 1: decode and chart (reads a job's stored scores on first sight of it)."""
+        batch = _Batch([], [], [], [])
         for m in msgs:
             try:
                 sm = ScoreMessage.decode(m.value(), m.headers())
             except MessageError as exc:
-                dead.append((m, exc))
+                batch.dead.append((m, exc))
                 continue
             jm = self.job_monitor(sm)
             pts, evs = jm.update(sm.layer, sm.score, sm.f1, sm.f2, sm.largest_area)
-            points.extend(_point_row(sm, p) for p in pts)
-            events.extend(evs)
-        return self._persist(points, events, dead)
+            batch.points.extend(_point_row(sm, p) for p in pts)
+            batch.events.extend(evs)
+            batch.charted.append((sm.printer, sm.job, sm.layer))
+        return batch
 
-    def _persist(self, points, events: list[AlarmEvent], dead) -> list[AlarmMessage]:
+    def complete(self, batch: _Batch) -> list[AlarmMessage]:
+        """Stages 2–4: one transaction, the stop actions, the messages; each done once."""
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            repository.upsert_chart_points(conn, points)
-            ids = repository.open_alarms(conn, [_alarm_row(e) for e in events])
-            repository.add_dead_letters(conn, [_dead_row(m, exc) for m, exc in dead])
-        opened = []
-        for e, (alarm_id, new) in zip(events, ids, strict=True):
-            if e.action:
-                self._act(alarm_id, e)
-            if new:
-                opened.append(_alarm_message(alarm_id, e, now))
-        self._publish(opened, dead)
+        if batch.ids is None:
+            with self.engine.begin() as conn:
+                repository.upsert_chart_points(conn, batch.points)
+                ids = repository.open_alarms(conn, [_alarm_row(e) for e in batch.events])
+                repository.add_dead_letters(conn, [_dead_row(m, exc) for m, exc in batch.dead])
+            batch.ids = ids
+        for i, (e, (alarm_id, _new)) in enumerate(zip(batch.events, batch.ids, strict=True)):
+            if e.action and i not in batch.acted:
+                if i not in batch.attempts:  # an action that ran is only recorded on a retry
+                    batch.attempts[i] = self._act(alarm_id, e)
+                self._record(alarm_id, batch.attempts[i])
+                batch.acted.add(i)
+        alarms = [
+            _alarm_message(a, e, now) for e, (a, _) in zip(batch.events, batch.ids, strict=True)
+        ]
+        if batch.outbox is None:
+            batch.outbox = self._outbox(alarms, batch.dead)
+        batch.outbox.send(self._producer)
+        opened = [a for a, (_, new) in zip(alarms, batch.ids, strict=True) if new]
+        self._report(batch, opened)  # reached once per batch: a failure above raises
+        return opened
+
+    def _report(self, batch: _Batch, opened: list[AlarmMessage]) -> None:
+        for printer, job, layer in batch.charted:
+            self.metrics.charted(printer, job, layer)
+        if batch.dead:
+            self.metrics.dead.inc(len(batch.dead))
         for a in opened:
+            self.metrics.alarms.labels(a.level, a.chart).inc()
             log.warning("alarm", extra={"alarm": a.alarm_id, "job": a.job, "layer": a.layer,
                                         "chart": a.chart, "level": a.level})  # fmt: skip
             if self.cfg.on_alarm is not None:
@@ -181,13 +270,12 @@ class MonitorService:
                     self.cfg.on_alarm(a.__dict__)
                 except Exception as exc:  # a dashboard outage must not stop the monitor
                     log.warning("alarm hook failed", extra={"error": str(exc)})
-        return opened
 
-    def _act(self, alarm_id: int, e: AlarmEvent) -> None:
+    def _act(self, alarm_id: int, e: AlarmEvent) -> list[Attempt]:
         """Run the stop action unless one already succeeded for this alarm (replays)."""
         with self.engine.connect() as conn:
             if repository.action_succeeded(conn, alarm_id):
-                return
+                return []
         cfg = self.cfg.printers.get(e.printer)
         alarm = _alarm_message(alarm_id, e, datetime.now(UTC)).__dict__
         if cfg is None or cfg.kind == "none":
@@ -201,6 +289,15 @@ class MonitorService:
                 )  # type: ignore[arg-type]
             except ValueError as exc:
                 attempts = [Attempt(cfg.kind, e.action or "", 1, {}, False, None, str(exc))]
+        self.metrics.actions.labels(str(attempts[-1].ok).lower()).inc(len(attempts))
+        if not attempts[-1].ok:
+            log.error("printer action failed; the alarm stays open",
+                      extra={"alarm": alarm_id, "result": attempts[-1].result})  # fmt: skip
+        return attempts
+
+    def _record(self, alarm_id: int, attempts: list[Attempt]) -> None:
+        if not attempts:
+            return
         with self.engine.begin() as conn:
             repository.record_actions(conn, [
                 {"alarm_id": alarm_id, "target": a.target, "command": a.command,
@@ -208,71 +305,87 @@ class MonitorService:
                  "result": a.result}
                 for a in attempts
             ])  # fmt: skip
-        if not attempts[-1].ok:
-            log.error("printer action failed; the alarm stays open",
-                      extra={"alarm": alarm_id, "result": attempts[-1].result})  # fmt: skip
 
-    def _publish(self, opened: list[AlarmMessage], dead) -> None:
-        for a in opened:
-            self._producer.produce(
-                self.cfg.topics.alarms, a.encode(), a.key, headers=a.headers(),
-                on_delivery=self._report,
-            )  # fmt: skip
+    def _outbox(self, alarms: list[AlarmMessage], dead) -> Outbox:
+        items = [Outgoing(self.cfg.topics.alarms, a.encode(), a.key, a.headers()) for a in alarms]
         for m, exc in dead:
             headers = [
                 *(m.headers() or []),
                 (DLQ_REASON_HEADER, str(exc).encode()),
                 (DLQ_SOURCE_HEADER, _source(m).encode()),
             ]
-            self._producer.produce(
-                self.cfg.topics.dlq, m.value(), m.key(), headers=headers, on_delivery=self._report
-            )
-        remaining = self._producer.flush(30)
-        if remaining or self._errors:
-            errors, self._errors = self._errors, []
-            raise KafkaException(f"{remaining} unconfirmed, errors: {errors[:3]}")
-
-    def _report(self, error, msg) -> None:
-        if error is not None:
-            self._errors.append(f"{msg.topic()}: {error.str()}")
+            items.append(Outgoing(self.cfg.topics.dlq, m.value(), m.key(), headers))
+        return Outbox(items)
 
     # ------------------------------------------------------------------ Kafka loop
 
     def run(self) -> None:
         cfg = self.cfg
-        self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
+        server = serve_metrics(self.metrics, cfg.metrics_port, cfg.metrics_host)
+        self._consumer = Consumer(
+            consumer_config(cfg.bootstrap, cfg.group, error_cb=error_reporter(self.metrics))
+        )
         self._consumer.subscribe(
             [cfg.topics.scores],
-            on_assign=lambda *_: self.assigned.set(),
+            on_assign=self._on_assign,
             on_revoke=lambda *_: self._forget_jobs(),
         )
         log.info("monitor running", extra={"group": cfg.group})
         try:
             while not self.stop_event.is_set():
                 msgs = self._consumer.consume(cfg.batch_size, cfg.max_wait_ms / 1000.0)
-                msgs = [m for m in msgs if m.error() is None]
+                msgs, errors = split_errors(msgs)
+                if errors and self.metrics.waiting("kafka", errors[0]):
+                    log.error(
+                        "Kafka unreachable: waiting for the broker", extra={"error": errors[0]}
+                    )
                 if msgs and self._process_with_retry(msgs):
                     self._commit(msgs)
                 self._evict_idle()
+                self._update_lag()
         finally:
+            self.metrics.health.stopping()
             self._consumer.close()
             close_producer(self._producer)
+            if server is not None:
+                server.close()
             log.info("monitor stopped")
 
+    def _update_lag(self) -> None:
+        if time.monotonic() - self._last_lag < 2 or self._consumer is None:
+            return
+        self._last_lag = time.monotonic()
+        self.metrics.set_lag(consumer_lag(self._consumer))
+        check_broker(self._consumer, self.cfg.topics.scores, self.metrics)
+
     def _process_with_retry(self, msgs: Sequence[Message]) -> bool:
-        delay = 0.5
+        """Hold the batch until it is durable; False if asked to stop first (it replays)."""
+        backoff = Backoff()
+        batch: _Batch | None = None
         while True:
             try:
-                self.process(msgs)
-                return True
+                if batch is None:
+                    batch = self.chart(msgs)
+                self.complete(batch)
             except (OperationalError, KafkaException) as exc:
-                error = str(exc).splitlines()[0]
-                log.error("batch not durable, retrying", extra={"error": error, "retry_in": delay})
-                # The in-memory charts saw part of this batch: rebuild them from the database.
-                self.jobs.clear()
+                if batch is None:
+                    # The in-memory charts saw part of this batch: rebuild them from the database.
+                    self.jobs.clear()
+                what, error = outage_kind(exc), str(exc).splitlines()[0]
+                if producer_dead(exc):
+                    self._renew_producer(batch.outbox if batch is not None else None, error)
+                delay = backoff.next()
+                first = self.metrics.waiting(what, error)
+                (log.error if first else log.warning)(
+                    f"{what} unreachable: batch held, retrying",
+                    extra={"error": error, "retry_in_s": round(delay, 2), "attempt": backoff.n},
+                )
                 if self.stop_event.wait(delay):
                     return False
-                delay = min(delay * 2, 30.0)
+                continue
+            if (outage := self.metrics.progress()) is not None:
+                log.info("resumed", extra={"outage_s": round(outage, 1), "attempts": backoff.n})
+            return True
 
     def _commit(self, msgs: Sequence[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -286,6 +399,29 @@ class MonitorService:
             )
         except KafkaException as exc:
             log.warning("offset commit failed", extra={"error": str(exc)})
+
+    def _on_assign(self, *_args: object) -> None:
+        """Joined the group: only now does /health say ok. It said so at subscribe time, and
+        a test that stopped a service as soon as it was "ok" (in the middle of its first join)
+        left the embedded broker's group serving no later member of it."""
+        self.assigned.set()
+        self.metrics.health.running()
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            producer_config(
+                self.cfg.bootstrap, self.cfg.max_message_bytes,
+                error_cb=error_reporter(self.metrics),
+            )
+        )  # fmt: skip
+
+    def _renew_producer(self, outbox: Outbox | None, error: str) -> None:
+        """Replace a dead producer; the batch's unconfirmed messages go out on the new one."""
+        log.warning("Kafka producer unusable: replacing it", extra={"error": error})
+        old, self._producer = self._producer, self._new_producer()
+        close_producer(old, timeout=1.0)
+        if outbox is not None:
+            outbox.requeue()
 
     def install_signal_handlers(self) -> None:
         def _stop(signum, _frame):

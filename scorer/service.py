@@ -8,9 +8,12 @@ the same rows (natural keys) — so the tables never hold a layer twice.
 
 Two stages overlap: while a writer thread makes batch k durable (steps 2–4: database, Kafka,
 commit, mostly waiting on I/O), the consumer thread decodes and scores batch k+1 (step 1, CPU).
-The writer commits strictly in batch order, and once a batch could not be made durable (a stop
-while the database was unreachable) it commits nothing after it, so no offset ever passes a
-layer that is not stored.
+The writer hands durable batches back in batch order, and once a batch could not be made
+durable (a stop while the database was unreachable) it hands back nothing after it, so no
+offset ever passes a layer that is not stored. The consumer thread commits them: only the
+thread that consumes touches the consumer (a synchronous commit from the writer thread, while
+the consumer thread sat in ``consume``, hung for good now and then, and every layer after it
+with it).
 """
 
 from __future__ import annotations
@@ -27,17 +30,26 @@ from datetime import UTC, datetime
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
 from ingest.messages import LayerMessage
+from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     SCORER_GROUP,
+    Outbox,
+    Outgoing,
     Topics,
+    check_broker,
     close_producer,
     consumer_config,
+    consumer_lag,
+    error_reporter,
     producer_config,
+    producer_dead,
+    split_errors,
 )
+from layerwatch.core.retry import Backoff, outage_kind
 from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
@@ -58,6 +70,7 @@ class ServiceConfig:
     batch_size: int = 8
     max_wait_ms: int = 200
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     store_maps: bool = True
     group: str = SCORER_GROUP
 
@@ -89,13 +102,17 @@ class ScoredBatch:
     score_rows: list[dict] = field(default_factory=list)
     map_rows: list[dict] = field(default_factory=list)
     latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (e2e, model)
+    sources: list[Message] = field(default_factory=list)  # the message of each scored row
+    stored: bool = False  # the database transaction is committed (a retry skips it)
+    outbox: Outbox | None = None  # the messages, kept across retries: none is sent twice
 
 
-class Metrics:
-    """Prometheus metrics of one scorer process (own registry: several can live in a test)."""
+class Metrics(ServiceMetrics):
+    """Prometheus metrics and health of one scorer process (own registry: several can live in
+    a test); lag, database and Kafka errors come from the part both services share."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__("scorer")
         r = self.registry
         self.layers = Counter("layerwatch_layers_scored", "Layers scored", registry=r)
         self.errors = Counter(
@@ -114,11 +131,6 @@ class Metrics:
             "layerwatch_batch_size", "Layers per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )  # fmt: skip
-        self.lag = Gauge("layerwatch_consumer_lag", "Messages behind", ["partition"], registry=r)
-
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, registry=self.registry)
 
 
 class ScorerService:
@@ -130,10 +142,10 @@ class ScorerService:
         self.assigned = threading.Event()  # set once the group gave this member partitions
         self.engine = db.make_engine(cfg.database_url)
         self._consumer: Consumer | None = None
-        self._producer = Producer(producer_config(cfg.bootstrap, cfg.max_message_bytes))
-        self._delivery_errors: list[str] = []
+        self._producer = self._new_producer()
         self._last_lag = 0.0
         self._writer_error: Exception | None = None
+        self._durable: queue.SimpleQueue[Sequence[Message]] = queue.SimpleQueue()
         self._register_model()
 
     def _register_model(self) -> None:
@@ -169,7 +181,9 @@ class ScorerService:
         now = datetime.now(UTC)
         score_rows, map_rows, layer_rows = [], [], []
         latencies: list[tuple[float, float]] = []
-        for (_m, lm, img), res in results:
+        sources = []
+        for (m, lm, img), res in results:
+            sources.append(m)
             e2e_ms = (now - lm.captured_at).total_seconds() * 1000.0
             sm = ScoreMessage(
                 printer=lm.printer, job=lm.job, layer=lm.layer, score=float(res.score),
@@ -197,18 +211,24 @@ class ScorerService:
                     "height": img.shape[0], "scale": scale, "png": png,
                 })  # fmt: skip
             latencies.append((max(e2e_ms, 0.0) / 1000.0, sm.latency_ms / 1000.0))
-        return ScoredBatch(msgs, out, layer_rows, score_rows, map_rows, latencies)
+        return ScoredBatch(msgs, out, layer_rows, score_rows, map_rows, latencies, sources=sources)
 
     def persist(self, batch: ScoredBatch) -> BatchOutcome:
         """Steps 2–3: one database transaction, then the messages with delivery reports."""
         out, layer_rows = batch.outcome, batch.layer_rows
-        with self.engine.begin() as conn:
-            repository.register_jobs(conn, {(r["printer"], r["job"]) for r in layer_rows})
-            repository.upsert_layers(conn, layer_rows)
-            repository.upsert_scores(conn, batch.score_rows)
-            repository.upsert_maps(conn, batch.map_rows)
-            repository.add_dead_letters(conn, [self._dead_row(d) for d in out.dead])
-        self._publish(out)
+        if not batch.stored:
+            with self.engine.begin() as conn:
+                self._drop_late(batch, conn)
+                layer_rows = batch.layer_rows
+                repository.register_jobs(conn, {(r["printer"], r["job"]) for r in layer_rows})
+                repository.upsert_layers(conn, layer_rows)
+                repository.upsert_scores(conn, batch.score_rows)
+                repository.upsert_maps(conn, batch.map_rows)
+                repository.add_dead_letters(conn, [self._dead_row(d) for d in out.dead])
+            batch.stored = True
+        if batch.outbox is None:
+            batch.outbox = self._outbox(out)
+        batch.outbox.send(self._producer)
         for e2e_s, model_s in batch.latencies_s:
             self.metrics.latency.observe(e2e_s)
             self.metrics.model_latency.observe(model_s)
@@ -220,6 +240,27 @@ class ScorerService:
                 "dead letter", extra={"source": d.source, "field": d.field, "reason": d.reason}
             )
         return out
+
+    @staticmethod
+    def _drop_late(batch: ScoredBatch, conn) -> None:
+        """A layer older than one its job already has, and never stored, is out of order: a
+        dead letter, not a score (the monitor charts each job in layer order)."""
+        keys = [(r["printer"], r["job"], r["layer"]) for r in batch.layer_rows]
+        late = repository.out_of_order(conn, keys)
+        if not late:
+            return
+        keep = [i for i, k in enumerate(keys) if k not in late]
+        for i, k in enumerate(keys):
+            if k in late:
+                reason = f"layer {k[2]} of {k[0]}/{k[1]} arrived after layer {late[k]}"
+                batch.outcome.dead.append(DeadLetter(batch.sources[i], "layer", reason))
+        batch.outcome.scored = [batch.outcome.scored[i] for i in keep]
+        batch.layer_rows = [batch.layer_rows[i] for i in keep]
+        batch.score_rows = [batch.score_rows[i] for i in keep]
+        batch.latencies_s = [batch.latencies_s[i] for i in keep]
+        batch.sources = [batch.sources[i] for i in keep]
+        if batch.map_rows:
+            batch.map_rows = [batch.map_rows[i] for i in keep]
 
     def _fit_channels(self, img: np.ndarray) -> np.ndarray:
         want = self.model.channels
@@ -255,31 +296,30 @@ class ScorerService:
             "headers": {k: (v or b"").decode("utf-8", "replace") for k, v in d.msg.headers() or []},
         }  # fmt: skip
 
-    def _publish(self, out: BatchOutcome) -> None:
+    def _outbox(self, out: BatchOutcome) -> Outbox:
         topics = self.cfg.topics
-        for sm in out.scored:
-            self._producer.produce(
-                topics.scores, sm.encode(), sm.key, headers=sm.headers(), on_delivery=self._report
-            )
+        items = [Outgoing(topics.scores, sm.encode(), sm.key, sm.headers()) for sm in out.scored]
         for d in out.dead:
             headers = [
                 *(d.msg.headers() or []),
                 (DLQ_REASON_HEADER, f"{d.field or 'model'}: {d.reason}".encode()),
                 (DLQ_SOURCE_HEADER, d.source.encode()),
             ]
-            self._producer.produce(
-                topics.dlq, d.msg.value(), d.msg.key(), headers=headers, on_delivery=self._report
-            )
-        remaining = self._producer.flush(30)
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise KafkaException(f"{remaining} unconfirmed, errors: {errors[:3]}")
-
-    def _report(self, error, msg) -> None:
-        if error is not None:
-            self._delivery_errors.append(f"{msg.topic()}: {error.str()}")
+            items.append(Outgoing(topics.dlq, d.msg.value(), d.msg.key(), headers))
+        return Outbox(items)
 
     # ------------------------------------------------------------------ Kafka loop
+
+    def _commit_durable(self) -> None:
+        """Commit what the writer made durable since the last call (consumer thread only)."""
+        msgs: list[Message] = []
+        while True:
+            try:
+                msgs.extend(self._durable.get_nowait())
+            except queue.Empty:
+                break
+        if msgs:
+            self._commit(msgs)
 
     def _commit(self, msgs: Sequence[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -295,25 +335,29 @@ class ScorerService:
             log.warning("offset commit failed", extra={"error": str(exc)})
 
     def _update_lag(self) -> None:
-        if time.monotonic() - self._last_lag < 10 or self._consumer is None:
+        """Every 2 s: the lag, and while Kafka was reported down, whether it answers again."""
+        if time.monotonic() - self._last_lag < 2 or self._consumer is None:
             return
         self._last_lag = time.monotonic()
-        try:
-            for tp in self._consumer.assignment():
-                pos = self._consumer.position([tp])[0].offset
-                _low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                if pos >= 0 and high >= 0:
-                    self.metrics.lag.labels(str(tp.partition)).set(max(high - pos, 0))
-        except KafkaException:
-            pass
+        self.metrics.set_lag(consumer_lag(self._consumer))
+        check_broker(self._consumer, self.cfg.topics.layers, self.metrics)
+
+    def _consume(self) -> list[Message]:
+        msgs = self._consumer.consume(self.cfg.batch_size, self.cfg.max_wait_ms / 1000.0)  # type: ignore[union-attr]
+        ok, errors = split_errors(msgs)
+        if errors and self.metrics.waiting("kafka", errors[0]):
+            log.error("Kafka unreachable: waiting for the broker", extra={"error": errors[0]})
+        return ok
 
     def run(self, max_batches: int | None = None) -> None:
         """Consume until stopped (SIGTERM/SIGINT or ``stop_event``); the batches in hand are
         finished and committed before exiting."""
         cfg = self.cfg
-        self.metrics.serve(cfg.metrics_port)
-        self._consumer = Consumer(consumer_config(cfg.bootstrap, cfg.group))
-        self._consumer.subscribe([cfg.topics.layers], on_assign=lambda *_: self.assigned.set())
+        server = serve_metrics(self.metrics, cfg.metrics_port, cfg.metrics_host)
+        self._consumer = Consumer(
+            consumer_config(cfg.bootstrap, cfg.group, error_cb=error_reporter(self.metrics))
+        )
+        self._consumer.subscribe([cfg.topics.layers], on_assign=self._on_assign)
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
         # One batch waits while the writer persists the previous one: bounded memory, and at
         # most two batches replay after a crash.
@@ -323,22 +367,35 @@ class ScorerService:
         batches = 0
         try:
             while not self.stop_event.is_set() and self._writer_error is None:
-                msgs = self._consumer.consume(cfg.batch_size, cfg.max_wait_ms / 1000.0)
-                msgs = [m for m in msgs if m.error() is None]
+                msgs = self._consume()
                 if msgs:
-                    pending.put(self.score(msgs))
+                    self._hand_over(pending, self.score(msgs))
                     batches += 1
                     if max_batches is not None and batches >= max_batches:
                         break
+                self._commit_durable()
                 self._update_lag()
         finally:
+            self.metrics.health.stopping()
             pending.put(None)
             writer.join()
+            self._commit_durable()
             self._consumer.close()
             close_producer(self._producer)
+            if server is not None:
+                server.close()
             log.info("scorer stopped", extra={"batches": batches})
         if self._writer_error is not None:
             raise self._writer_error
+
+    def _hand_over(self, pending: queue.Queue[ScoredBatch | None], batch: ScoredBatch) -> None:
+        """Queue a scored batch for the writer; while it waits, commit what became durable."""
+        while True:
+            try:
+                pending.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                self._commit_durable()
 
     def _write_loop(self, pending: queue.Queue[ScoredBatch | None]) -> None:
         """Persist and commit batches in order; after one is abandoned, commit nothing more."""
@@ -348,7 +405,7 @@ class ScorerService:
                 continue  # not durable: the group replays it after a restart
             try:
                 if self._persist_with_retry(batch):
-                    self._commit(batch.msgs)
+                    self._durable.put(batch.msgs)
                 else:
                     abandoned = True
             except Exception as exc:  # a bug, not an outage: stop the service, loudly
@@ -362,19 +419,49 @@ class ScorerService:
 
         Returns False if asked to stop before the batch was durable (it will be replayed).
         """
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 self.persist(batch)
-                return True
             except (OperationalError, KafkaException) as exc:
-                log.error(
-                    "batch not durable, retrying",
-                    extra={"error": str(exc).splitlines()[0], "retry_in_s": delay},
+                what, error = outage_kind(exc), str(exc).splitlines()[0]
+                if producer_dead(exc):
+                    self._renew_producer(batch.outbox if batch is not None else None, error)
+                delay = backoff.next()
+                first = self.metrics.waiting(what, error)
+                (log.error if first else log.warning)(
+                    f"{what} unreachable: batch held, retrying",
+                    extra={"error": error, "retry_in_s": round(delay, 2), "attempt": backoff.n},
                 )
                 if self.stop_event.wait(delay):
                     return False
-                delay = min(delay * 2, 30.0)
+                continue
+            if (outage := self.metrics.progress()) is not None:
+                log.info("resumed", extra={"outage_s": round(outage, 1), "attempts": backoff.n})
+            return True
+
+    def _on_assign(self, *_args: object) -> None:
+        """Joined the group: only now does /health say ok. It said so at subscribe time, and
+        a test that stopped a service as soon as it was "ok" (in the middle of its first join)
+        left the embedded broker's group serving no later member of it."""
+        self.assigned.set()
+        self.metrics.health.running()
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            producer_config(
+                self.cfg.bootstrap, self.cfg.max_message_bytes,
+                error_cb=error_reporter(self.metrics),
+            )
+        )  # fmt: skip
+
+    def _renew_producer(self, outbox: Outbox | None, error: str) -> None:
+        """Replace a dead producer; the batch's unconfirmed messages go out on the new one."""
+        log.warning("Kafka producer unusable: replacing it", extra={"error": error})
+        old, self._producer = self._producer, self._new_producer()
+        close_producer(old, timeout=1.0)
+        if outbox is not None:
+            outbox.requeue()
 
     def install_signal_handlers(self) -> None:
         def _stop(signum, _frame):

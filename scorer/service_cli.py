@@ -15,7 +15,9 @@ def run(
     batch: int = typer.Option(8, min=1, help="Most layers per micro-batch."),
     max_wait_ms: int = typer.Option(200, min=1, help="Longest wait to fill a micro-batch."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    metrics_port: int | None = typer.Option(None, help="Prometheus port (default: settings)."),
+    metrics_port: int | None = typer.Option(
+        None, help="Metrics and health port (default: settings; 0 = off)."
+    ),
     no_maps: bool = typer.Option(False, "--no-maps", help="Do not store anomaly maps."),
 ) -> None:
     """Score layers from Kafka; write scores and maps to PostgreSQL and the scores topic.
@@ -46,6 +48,7 @@ def run(
         max_image_pixels=s.max_image_pixels, max_message_bytes=s.max_message_bytes,
         batch_size=batch, max_wait_ms=max_wait_ms,
         metrics_port=s.metrics_port if metrics_port is None else metrics_port,
+        metrics_host=s.metrics_host,
         store_maps=not no_maps,
     )  # fmt: skip
     service = ScorerService(method, cfg)

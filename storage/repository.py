@@ -40,12 +40,16 @@ def upsert(
 ) -> int:
     """Insert ``rows``; on a natural-key conflict update the other columns (or do nothing).
 
-    Returns the number of rows sent. ``keys`` defaults to the primary key.
+    Returns the number of rows sent. ``keys`` defaults to the primary key. Rows with the same
+    key in one call are sent once (the last wins): PostgreSQL refuses an ``ON CONFLICT DO
+    UPDATE`` that touches a row twice, so a layer repeated within one micro-batch (a camera
+    that sent it twice) failed the whole batch, and the scorer with it, on every replay.
     """
     if not rows:
         return 0
     table = _table(model)
     key_cols = list(keys) if keys else [c.name for c in table.primary_key.columns]
+    rows = list({tuple(r.get(k) for k in key_cols): r for r in rows}.values())
     stmt = insert(table)
     present = set().union(*(r.keys() for r in rows))
     if update:
@@ -72,6 +76,42 @@ def register_jobs(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
         .where(tuple_(_table(Job).c.printer, _table(Job).c.job).in_(pairs))
         .values(last_layer_at=func.now())
     )
+
+
+def out_of_order(
+    conn: Connection, keys: Sequence[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], int]:
+    """Layers (printer, job, layer), in arrival order, that come after a later layer of their
+    job was stored and were never stored themselves → the later layer. A replayed layer is
+    stored already, so it is not late; one query per table for the whole batch."""
+    if not keys:
+        return {}
+    t = _table(Layer)
+    pairs = sorted({(p, j) for p, j, _ in keys})
+    highest: dict[tuple[str, str], int] = {
+        (p, j): int(m)
+        for p, j, m in conn.execute(
+            select(t.c.printer, t.c.job, func.max(t.c.layer))
+            .where(tuple_(t.c.printer, t.c.job).in_(pairs))
+            .group_by(t.c.printer, t.c.job)
+        )
+    }
+    stored = {
+        tuple(r)
+        for r in conn.execute(
+            select(t.c.printer, t.c.job, t.c.layer).where(
+                tuple_(t.c.printer, t.c.job, t.c.layer).in_(sorted(set(keys)))
+            )
+        )
+    }
+    late: dict[tuple[str, str, int], int] = {}
+    for key in keys:
+        pj, hi = key[:2], highest.get(key[:2])
+        if hi is not None and key[2] < hi and key not in stored:
+            late[key] = hi
+        else:
+            highest[pj] = key[2] if hi is None else max(hi, key[2])
+    return late
 
 
 def upsert_layers(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:

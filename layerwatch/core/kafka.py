@@ -7,14 +7,17 @@ The settings follow KAFKA.md: they hold for real Kafka and for the embedded Tans
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from layerwatch.core.topics import Topics
 
 if TYPE_CHECKING:
+    from layerwatch.core.health import ServiceMetrics
     from layerwatch.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,3 +120,136 @@ def ensure_configured_topics(settings: Settings, bootstrap: str) -> list[str]:
         settings.topic_replication,
         max_message_bytes=settings.max_message_bytes,
     )
+
+
+def consumer_lag(consumer: Consumer) -> dict[int, int]:
+    """Messages behind per assigned partition: the cached high watermark minus the position.
+
+    The watermark comes with each fetch response (no request of its own). On Tansu it is
+    low by up to the size of the last produced batch (KAFKA.md), so the lag it gives is a
+    lower bound there and exact on Kafka.
+    """
+    lag: dict[int, int] = {}
+    try:
+        assignment = consumer.assignment()
+        for tp in consumer.position(assignment) if assignment else []:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+            if high >= 0:
+                lag[tp.partition] = max(high - tp.offset, 0) if tp.offset >= 0 else high
+    except KafkaException:
+        pass
+    return lag
+
+
+@dataclass
+class Outgoing:
+    """One message of a batch's output, with what its delivery report said."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    state: str = "new"  # new | sent | delivered | failed
+    error: str | None = None
+    fatal: bool = False  # the producer itself is dead (it needs replacing)
+
+
+class Outbox:
+    """A batch's messages until the broker confirmed every one of them.
+
+    ``send`` produces what is not yet sent (or failed) and waits for the reports; when some
+    stay unconfirmed (the broker is down) it raises, and a retry sends only the failed ones
+    and waits again for those still queued in the producer. Producing the whole batch again
+    instead put every message of an outage twice on the topic once the broker came back.
+    """
+
+    def __init__(self, items: list[Outgoing]) -> None:
+        self.items = items
+
+    @property
+    def done(self) -> bool:
+        return all(it.state == "delivered" for it in self.items)
+
+    def requeue(self) -> None:
+        """Send again, on a new producer, everything not confirmed (the old one is dead)."""
+        for it in self.items:
+            if it.state != "delivered":
+                it.state = "new"
+
+    def send(self, producer: Producer, timeout: float = 30.0) -> None:
+        for it in self.items:
+            if it.state in ("new", "failed"):
+                self._produce(producer, it)
+        producer.flush(timeout)
+        if not self.done:
+            failed = [it.error for it in self.items if it.state == "failed"]
+            queued = sum(it.state == "sent" for it in self.items)
+            text = f"{queued} message(s) unconfirmed after {timeout:.0f}s, {len(failed)} failed"
+            text += f": {failed[0]}" if failed else ""
+            fatal = any(it.fatal for it in self.items)
+            raise KafkaException(KafkaError(KafkaError._FATAL if fatal else KafkaError._TIMED_OUT,
+                                            text, fatal=fatal))  # fmt: skip
+
+    @staticmethod
+    def _produce(producer: Producer, it: Outgoing) -> None:
+        def report(error, _msg) -> None:
+            if error is None:
+                it.state, it.error = "delivered", None
+            else:
+                it.state, it.error = "failed", f"{it.topic}: {error.str()}"
+                it.fatal = error.fatal()
+
+        while True:
+            try:
+                producer.produce(it.topic, it.value, it.key, headers=it.headers, on_delivery=report)
+                it.state = "sent"
+                return
+            except BufferError:  # the local queue is full: serve reports, then retry
+                producer.poll(0.5)
+
+
+def producer_dead(exc: BaseException) -> bool:
+    """A fatal producer error: the client is unusable and must be replaced. The idempotent
+    producer ends so when a restarted broker forgot its sequence numbers
+    (OUT_OF_ORDER_SEQUENCE_NUMBER, found by bench.faults: every retry after it failed)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
+
+
+def split_errors(msgs: list[Message]) -> tuple[list[Message], list[str]]:
+    """A consume call's records and its errors (broker down, transport): errors were dropped
+    silently before, so a service waiting for a dead broker logged nothing."""
+    ok, errors = [], []
+    for m in msgs:
+        if m.error() is None:
+            ok.append(m)
+        else:
+            errors.append(m.error().str())
+    return ok, errors
+
+
+def check_broker(consumer: Consumer, topic: str, metrics: ServiceMetrics) -> None:
+    """While a service waits for the broker, ask it for metadata: an idle service learns
+    that the broker is back without a message to prove it."""
+    if metrics.health.waiting_for != "kafka":
+        return
+    try:
+        consumer.list_topics(topic, timeout=1.0)
+    except KafkaException:
+        return
+    metrics.health.reachable("kafka")
+    metrics.up.set(1)
+    log.info("Kafka reachable again")
+
+
+def error_reporter(metrics: ServiceMetrics) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` for a service's clients: librdkafka reports a broker that went away
+    (all brokers down, transport errors) here, not as a consumed record, so without it a
+    service waiting for a dead broker looked healthy."""
+
+    def report(err: KafkaError) -> None:
+        down = err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+        if (down or err.fatal()) and metrics.waiting("kafka", err.str()):
+            log.error("Kafka unreachable: waiting for the broker", extra={"error": err.str()})
+
+    return report

@@ -71,7 +71,17 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="Structured JSON logs instead of the console format.")
     grafana_url: str | None = Field(None, description="Grafana URL for sync and annotations.")
     grafana_token: SecretStr | None = Field(None, description="Grafana service-account token.")
-    metrics_port: int = Field(9464, ge=0, description="Prometheus metrics port (0 = disabled).")
+    metrics_port: int = Field(
+        9464, ge=0, description="The scorer's metrics and health port (0 = disabled)."
+    )
+    monitor_metrics_port: int = Field(
+        9465, ge=0, description="The monitor's metrics and health port (0 = disabled)."
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        description="Address the metrics and health endpoints listen on (127.0.0.1: this "
+        "machine only).",
+    )
 
     @classmethod
     def settings_customise_sources(

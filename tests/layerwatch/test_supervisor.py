@@ -54,3 +54,19 @@ def test_services_stop_with_the_supervisor(sig: signal.Signals, tmp_path: Path) 
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child), f"service {child} outlived the supervisor after {sig.name}"
+
+
+def test_services_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL reaches no handler: the children must learn of it from the kernel."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "child.log")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    child = int(proc.stdout.readline())  # type: ignore[union-attr]
+    assert not _gone(child)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(20)
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child), f"service {child} outlived a killed supervisor"

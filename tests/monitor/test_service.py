@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 from confluent_kafka import Producer
 from sqlalchemy import text
 
-from layerwatch.core.embedded import Endpoints
+from layerwatch.core.embedded import Endpoints, free_port
+from layerwatch.core.health import fetch_health
 from layerwatch.core.kafka import ensure_topics, producer_config
 from layerwatch.core.topics import Topics
 from layerwatch.virtual_printer import gcode_print
@@ -88,11 +90,11 @@ def _wait(pred, timeout: float = 60.0) -> bool:
 
 
 def _service(
-    ep: Endpoints, topics: Topics, policy: Path
+    ep: Endpoints, topics: Topics, policy: Path, **kw
 ) -> tuple[MonitorService, threading.Thread]:
     cfg = MonitorConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
-        policies=load_policy(policy), printers=load_printers(policy), phase1_layers=20,
+        policies=load_policy(policy), printers=load_printers(policy), phase1_layers=20, **kw,
     )  # fmt: skip
     svc = MonitorService(cfg)
     th = threading.Thread(target=svc.run, daemon=True)
@@ -234,3 +236,40 @@ def test_moonraker_error_is_stored_and_the_alarm_kept(
     assert sorted({a.attempt for a in actions}) == [1, 2]  # 1 retry configured
     states = _q(endpoints, "SELECT state FROM alarms WHERE level = 'stop'")
     assert states and all(s.state == "open" for s in states)
+
+
+def _metrics(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_health_and_metrics_endpoint(
+    endpoints: Endpoints, topic_prefix: str, tmp_path: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 2)
+    _register_model(endpoints)
+    policy = tmp_path / "p.toml"
+    policy.write_text('[stop]\naction = "none"\n')
+    port = free_port()
+    svc, th = _service(endpoints, topics, policy, metrics_port=port)
+    try:
+        _feed(endpoints, topics, "pm", "job-m", _layer_scores(30, 6))
+        assert _wait(lambda: _q(endpoints, "SELECT 1 FROM chart_points WHERE layer = 35"))
+        assert _wait(lambda: fetch_health(port).get("last_layer", {}).get("pm/job-m") == 35)
+        health = fetch_health(port)
+        m = _metrics(port)
+    finally:
+        _stop(svc, th)
+    assert health["ok"] and health["service"] == "monitor" and health["lag"] == 0
+    assert m["layerwatch_layers_charted_total"] == 36
+    assert m['layerwatch_last_layer{job="job-m",printer="pm"}'] == 35
+    stops = _q(endpoints, "SELECT count(*) AS n FROM alarms WHERE level = 'stop'")[0].n
+    opened = sum(v for k, v in m.items() if k.startswith("layerwatch_alarms_opened_total{"))
+    assert stops > 0 and opened == len(_q(endpoints, "SELECT 1 FROM alarms"))
+    assert m["layerwatch_db_errors_total"] == 0
+    assert fetch_health(port)["status"] == "down"  # the endpoint stops with the service

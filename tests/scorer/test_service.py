@@ -271,3 +271,34 @@ def test_two_scorers_share_the_partitions(
     assert all(c > 0 for c in counts), f"one scorer did no work: {counts}"
     assert sum(counts) == n, f"a layer was scored twice: {counts}"
     assert len(_score_messages(endpoints, topics, job, n)) == n
+
+
+def test_repeated_and_late_layers(
+    layers, endpoints: Endpoints, topic_prefix: str, quick_model
+) -> None:
+    """A layer sent twice in one micro-batch is scored once (it once failed the batch: an
+    upsert may not touch a row twice); a layer older than one its job has is a dead letter."""
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 1)
+    job = "job-order"
+    good = layers(1, 4, job)
+    late = LayerMessage(**{**good[0].__dict__, "layer": 1})  # after layer 3, never seen
+    stream = [good[0], good[2], good[2], good[3], late]  # layer 1 comes last: late
+    _produce(endpoints, topics, stream)
+    service = ScorerService(quick_model, _config(endpoints, topics, batch_size=8))
+    th = _run_in_thread(service)
+    try:
+        assert _wait_rows(endpoints, job, 3, timeout=60) == 3
+        deadline = time.monotonic() + 30
+        while _count(endpoints, "SELECT count(*) FROM dead_letters") < 1:
+            assert time.monotonic() < deadline, "the late layer was not dead-lettered"
+            time.sleep(0.2)
+    finally:
+        service.stop_event.set()
+        th.join(30)
+    assert service._writer_error is None
+    rows = _count(endpoints, "SELECT count(*) FROM scores WHERE job = :j", j=job)
+    assert rows == 3
+    with db.make_engine(endpoints.database_url).connect() as conn:
+        dead = conn.execute(text("SELECT field, reason FROM dead_letters")).one()
+    assert dead.field == "layer" and "layer 1 of p0/job-order arrived after layer 3" in dead.reason

@@ -126,3 +126,34 @@ def test_close_producer_with_the_broker_gone_drops_and_still_closes() -> None:
     assert close_producer(producer, timeout=0.5) == 1
     with pytest.raises(RuntimeError, match="closed"):
         producer.produce("nowhere", b"y")
+
+
+def test_outbox_confirms_each_message_once_and_requeues_on_a_new_producer(
+    kafka_bootstrap: str,
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from layerwatch.core.kafka import Outbox, Outgoing, producer_dead
+
+    topic = f"outbox-{time.time_ns()}"
+    box = Outbox([Outgoing(topic, f"m{i}".encode(), b"k") for i in range(3)])
+    producer = Producer(producer_config(kafka_bootstrap, 1 << 20))
+    box.send(producer)
+    assert box.done
+    box.send(producer)  # nothing left to send: a retry after success sends nothing again
+    box.items[1].state = "sent"  # as if its report never came (its producer died)
+    box.requeue()
+    assert [it.state for it in box.items] == ["delivered", "new", "delivered"]
+    fresh = Producer(producer_config(kafka_bootstrap, 1 << 20))
+    box.send(fresh)
+    assert box.done
+    close_producer(producer)
+    close_producer(fresh)
+    consumer = Consumer(consumer_config(kafka_bootstrap, f"g-{topic}"))
+    consumer.subscribe([topic])
+    got = sorted(m.value() for m in _drain(consumer, 4, timeout=15))
+    consumer.close()
+    assert got == [b"m0", b"m1", b"m1", b"m2"]  # only the unconfirmed one went twice
+    dead = KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    assert producer_dead(dead)
+    assert not producer_dead(KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow")))
