@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -39,6 +39,7 @@ from sqlalchemy.exc import OperationalError
 from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     MONITOR_GROUP,
+    KafkaService,
     Outbox,
     Outgoing,
     Topics,
@@ -47,7 +48,6 @@ from layerwatch.core.kafka import (
     consumer_config,
     consumer_lag,
     error_reporter,
-    producer_config,
     producer_dead,
     split_errors,
 )
@@ -139,7 +139,7 @@ class _Batch:
     outbox: Outbox | None = None
 
 
-class MonitorService:
+class MonitorService(KafkaService):
     def __init__(self, cfg: MonitorConfig) -> None:
         self.cfg = cfg
         self.engine = db.make_engine(cfg.database_url)
@@ -399,29 +399,6 @@ class MonitorService:
             )
         except KafkaException as exc:
             log.warning("offset commit failed", extra={"error": str(exc)})
-
-    def _on_assign(self, *_args: object) -> None:
-        """Joined the group: only now does /health say ok. It said so at subscribe time, and
-        a test that stopped a service as soon as it was "ok" (in the middle of its first join)
-        left the embedded broker's group serving no later member of it."""
-        self.assigned.set()
-        self.metrics.health.running()
-
-    def _new_producer(self) -> Producer:
-        return Producer(
-            producer_config(
-                self.cfg.bootstrap, self.cfg.max_message_bytes,
-                error_cb=error_reporter(self.metrics),
-            )
-        )  # fmt: skip
-
-    def _renew_producer(self, outbox: Outbox | None, error: str) -> None:
-        """Replace a dead producer; the batch's unconfirmed messages go out on the new one."""
-        log.warning("Kafka producer unusable: replacing it", extra={"error": error})
-        old, self._producer = self._producer, self._new_producer()
-        close_producer(old, timeout=1.0)
-        if outbox is not None:
-            outbox.requeue()
 
     def install_signal_handlers(self) -> None:
         def _stop(signum, _frame):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
@@ -37,6 +37,7 @@ from ingest.messages import LayerMessage
 from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     SCORER_GROUP,
+    KafkaService,
     Outbox,
     Outgoing,
     Topics,
@@ -45,7 +46,6 @@ from layerwatch.core.kafka import (
     consumer_config,
     consumer_lag,
     error_reporter,
-    producer_config,
     producer_dead,
     split_errors,
 )
@@ -133,7 +133,7 @@ class Metrics(ServiceMetrics):
         )  # fmt: skip
 
 
-class ScorerService:
+class ScorerService(KafkaService):
     def __init__(self, model: Method, cfg: ServiceConfig) -> None:
         self.model = model
         self.cfg = cfg
@@ -439,29 +439,6 @@ class ScorerService:
             if (outage := self.metrics.progress()) is not None:
                 log.info("resumed", extra={"outage_s": round(outage, 1), "attempts": backoff.n})
             return True
-
-    def _on_assign(self, *_args: object) -> None:
-        """Joined the group: only now does /health say ok. It said so at subscribe time, and
-        a test that stopped a service as soon as it was "ok" (in the middle of its first join)
-        left the embedded broker's group serving no later member of it."""
-        self.assigned.set()
-        self.metrics.health.running()
-
-    def _new_producer(self) -> Producer:
-        return Producer(
-            producer_config(
-                self.cfg.bootstrap, self.cfg.max_message_bytes,
-                error_cb=error_reporter(self.metrics),
-            )
-        )  # fmt: skip
-
-    def _renew_producer(self, outbox: Outbox | None, error: str) -> None:
-        """Replace a dead producer; the batch's unconfirmed messages go out on the new one."""
-        log.warning("Kafka producer unusable: replacing it", extra={"error": error})
-        old, self._producer = self._producer, self._new_producer()
-        close_producer(old, timeout=1.0)
-        if outbox is not None:
-            outbox.requeue()
 
     def install_signal_handlers(self) -> None:
         def _stop(signum, _frame):

@@ -7,9 +7,10 @@ The settings follow KAFKA.md: they hold for real Kafka and for the embedded Tans
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -253,3 +254,39 @@ def error_reporter(metrics: ServiceMetrics) -> Callable[[KafkaError], None]:
             log.error("Kafka unreachable: waiting for the broker", extra={"error": err.str()})
 
     return report
+
+
+class KafkaService:
+    """What the scorer and the monitor services share about their Kafka clients: health turns
+    ok once the group has assigned partitions, and a producer that a broker restart killed is
+    replaced, its unconfirmed messages resent. The service provides ``assigned`` (an Event),
+    ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.max_message_bytes`` and
+    ``_producer``."""
+
+    assigned: threading.Event
+    metrics: ServiceMetrics
+    cfg: Any
+    _producer: Producer
+
+    def _on_assign(self, *_args: object) -> None:
+        """Joined the group: only now does /health say ok. It said so at subscribe time, and
+        a test that stopped a service as soon as it was "ok" (in the middle of its first join)
+        left the embedded broker's group serving no later member of it."""
+        self.assigned.set()
+        self.metrics.health.running()
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            producer_config(
+                self.cfg.bootstrap, self.cfg.max_message_bytes,
+                error_cb=error_reporter(self.metrics),
+            )
+        )  # fmt: skip
+
+    def _renew_producer(self, outbox: Outbox | None, error: str) -> None:
+        """Replace a dead producer; the batch's unconfirmed messages go out on the new one."""
+        log.warning("Kafka producer unusable: replacing it", extra={"error": error})
+        old, self._producer = self._producer, self._new_producer()
+        close_producer(old, timeout=1.0)
+        if outbox is not None:
+            outbox.requeue()
