@@ -324,7 +324,10 @@ class EmbeddedPostgres:
                 "--encoding=UTF8", "--no-instructions",
             )  # fmt: skip
         port = port or free_port()
-        opts = f"-h 127.0.0.1 -p {port} -k {self.data}"
+        # TCP only (every client connects to 127.0.0.1): a Unix socket in the state directory
+        # failed to start the server from a clone in a long path (a socket path has at most
+        # 107 bytes), and nothing uses it.
+        opts = f"-h 127.0.0.1 -p {port} -k ''"
         log_file = self.dir / "postgres.log"
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(log_file), "-w",
