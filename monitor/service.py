@@ -48,10 +48,9 @@ from layerwatch.core.kafka import (
     consumer_config,
     consumer_lag,
     error_reporter,
-    producer_dead,
     split_errors,
 )
-from layerwatch.core.retry import Backoff, outage_kind
+from layerwatch.core.retry import Backoff
 from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from monitor.actions import PrinterConfig, run_action, target_for
 from monitor.actions.base import Attempt
@@ -371,16 +370,7 @@ class MonitorService(KafkaService):
                 if batch is None:
                     # The in-memory charts saw part of this batch: rebuild them from the database.
                     self.jobs.clear()
-                what, error = outage_kind(exc), str(exc).splitlines()[0]
-                if producer_dead(exc):
-                    self._renew_producer(batch.outbox if batch is not None else None, error)
-                delay = backoff.next()
-                first = self.metrics.waiting(what, error)
-                (log.error if first else log.warning)(
-                    f"{what} unreachable: batch held, retrying",
-                    extra={"error": error, "retry_in_s": round(delay, 2), "attempt": backoff.n},
-                )
-                if self.stop_event.wait(delay):
+                if not self._hold(exc, batch.outbox if batch is not None else None, backoff):
                     return False
                 continue
             if (outage := self.metrics.progress()) is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from layerwatch.core.retry import Backoff, outage_kind
 from layerwatch.core.topics import Topics
 
 if TYPE_CHECKING:
@@ -258,12 +259,14 @@ def error_reporter(metrics: ServiceMetrics) -> Callable[[KafkaError], None]:
 
 class KafkaService:
     """What the scorer and the monitor services share about their Kafka clients: health turns
-    ok once the group has assigned partitions, and a producer that a broker restart killed is
-    replaced, its unconfirmed messages resent. The service provides ``assigned`` (an Event),
+    ok once the group has assigned partitions, a producer that a broker restart killed is
+    replaced (its unconfirmed messages resent), and a batch held through an outage backs off
+    and logs the same way. The service provides ``assigned`` and ``stop_event`` (Events),
     ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.max_message_bytes`` and
     ``_producer``."""
 
     assigned: threading.Event
+    stop_event: threading.Event
     metrics: ServiceMetrics
     cfg: Any
     _producer: Producer
@@ -290,3 +293,18 @@ class KafkaService:
         close_producer(old, timeout=1.0)
         if outbox is not None:
             outbox.requeue()
+
+    def _hold(self, exc: Exception, outbox: Outbox | None, backoff: Backoff) -> bool:
+        """A batch met an outage (database or broker): replace a dead producer, log once per
+        outage (then a warning per retry), wait the back-off. False if asked to stop meanwhile
+        (the batch is then replayed from its uncommitted offsets)."""
+        what, error = outage_kind(exc), str(exc).splitlines()[0]
+        if producer_dead(exc):
+            self._renew_producer(outbox, error)
+        delay = backoff.next()
+        first = self.metrics.waiting(what, error)
+        (log.error if first else log.warning)(
+            f"{what} unreachable: batch held, retrying",
+            extra={"error": error, "retry_in_s": round(delay, 2), "attempt": backoff.n},
+        )
+        return not self.stop_event.wait(delay)

@@ -97,6 +97,9 @@ def _config(ep: Endpoints, topics: Topics, **kw) -> ServiceConfig:
     base = dict(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
         max_image_pixels=1_000_000, max_message_bytes=1 << 22, batch_size=4, max_wait_ms=100,
+        # a group of the test's own: on the shared session broker a member another test left in
+        # "scorer" held up the join (0 layers scored in 60 s, now and then)
+        group=f"{topics.prefix}.scorer",
     )  # fmt: skip
     base.update(kw)
     return ServiceConfig(**base)
