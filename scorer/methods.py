@@ -36,6 +36,24 @@ class ScoreResult:
     bbox: tuple[int, int, int, int] | None
     anomaly_map: np.ndarray
     latency_ms: float
+    # Per-channel image scores of a multi-channel method (e.g. {"texture": …, "geometry": …}),
+    # each on the scale of its own threshold; empty for a single-channel method.
+    channel_scores: dict[str, float] = field(default_factory=dict)
+    # The channels whose own decision flagged this image ("texture", "geometry"); empty when
+    # none did or the method has a single channel.
+    fired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerReference:
+    """What a layer can be compared with besides the model of normal layers (issue 18): the
+    job's previous layer and the part outline the slicer expects. Either may be missing; a
+    method that uses references scores a layer without them by its texture channel alone.
+    """
+
+    previous: np.ndarray | None = None  # the job's previous layer image, same H×W as the layer
+    outline: np.ndarray | None = None  # expected part section, uint8 H×W, 1 = material
+    outline_error: str | None = None  # why a sent outline could not be used (for the logs)
 
 
 @dataclass
@@ -145,6 +163,26 @@ def get_method(name: str) -> type[Method]:
 
 def save_model(method: Method, directory: Path | str) -> str:
     return save_artifact(method.to_artifact(), directory)
+
+
+def uses_references(method: object) -> bool:
+    """Whether a method compares a layer with its references (``uses_references = True`` on
+    the class); the others are scored on the image alone."""
+    return bool(getattr(method, "uses_references", False))
+
+
+def score_layers(
+    method: Method,
+    images: Sequence[np.ndarray],
+    references: Sequence[LayerReference] | None = None,
+) -> list[ScoreResult]:
+    """Score a batch of layers, passing each layer's references to a method that uses them
+    (``score_batch(images, references)``) and the images alone to one that does not."""
+    if references is not None and len(references) != len(images):
+        raise ValueError(f"{len(references)} references for {len(images)} images")
+    if references is not None and uses_references(method):
+        return method.score_batch(images, references)  # type: ignore[call-arg]
+    return method.score_batch(images)
 
 
 def load_model(directory: Path | str, device: DeviceInfo) -> Method:

@@ -15,7 +15,7 @@ from .categories import CATEGORIES, Category
 from .dataset import write_dataset
 from .defect_types import DefectEvent
 from .defects import DEFECT_KINDS, DEFECTS, kinds_for
-from .printjob import LayerFrame, make_renderer, render_layer, simulate_print
+from .printjob import LayerFrame, expected_outline, make_renderer, render_layer, simulate_print
 
 __all__ = [
     "CATEGORIES",
@@ -24,6 +24,7 @@ __all__ = [
     "Category",
     "DefectEvent",
     "LayerFrame",
+    "expected_outline",
     "kinds_for",
     "make_renderer",
     "render_layer",

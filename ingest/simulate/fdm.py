@@ -405,6 +405,14 @@ class FdmRenderer:
         shade, _, on = self._infill(self.families(layer - 1), xs, ys, width)
         return on * (BELOW * shade) + (1 - on) * self._floor
 
+    def expected_outline(self, layer: int) -> np.ndarray:
+        """The designed section of ``layer`` in the camera frame, uint8 H×W, 1 = material: what
+        a slicer's outline of that layer shows (no registration jitter, no defect)."""
+        j = self.job
+        return (self._section(self._base, self._base, j.z_mm(layer), (0.0, 0.0)) < 0).astype(
+            np.uint8
+        )
+
     def context(self, layer: int) -> LayerContext:
         """Render the clean layer and describe it for the defects."""
         j = self.job

@@ -240,6 +240,12 @@ class LpbfRenderer:
         cy = j.center_mm[1] / px + j.size / 2 - 0.5 - dy
         return _Frame(rad.astype(np.float32, copy=False), sdf, cov, (cx, cy), powder)
 
+    def expected_outline(self, layer: int) -> np.ndarray:
+        """The designed section of ``layer`` in the camera frame, uint8 H×W, 1 = material: what
+        a slicer's outline of that layer shows (no registration jitter, no defect)."""
+        j = self.job
+        return (self._section(self._base, self._base, j.z_mm(layer)) < 0).astype(np.uint8)
+
     def context(self, layer: int) -> LayerContext:
         j = self.job
         f = self._render(layer, Overrides())

@@ -88,6 +88,12 @@ def render_layer(renderer: Renderer, layer: int, events: Iterable[DefectEvent] =
     return LayerFrame(layer, job.z_mm(layer), image, mask, truth, clean)
 
 
+def expected_outline(renderer: Renderer, layer: int) -> np.ndarray:
+    """The designed part section of ``layer`` (uint8 H×W, 1 = material), as the slicer's outline
+    of that layer would draw it in the camera frame: the reference a layer is compared with."""
+    return renderer.expected_outline(layer)
+
+
 def _events(defects: Iterable[DefectEvent | str]) -> list[DefectEvent]:
     return [d if isinstance(d, DefectEvent) else DefectEvent.parse(d) for d in defects]
 
