@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bench.faults.check import Outcome, check
 from bench.faults.rig import Feed, Rig
+from layerwatch.core.kafka import EVICTED
 
 DOWN_S = 4.0  # how long a server stays down
 
@@ -86,13 +87,25 @@ def long_database_outage(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
     short max.poll.interval.ms): a service holding its batch is evicted from its group
     meanwhile, its commit afterwards fails, and its partitions are assigned again."""
     limit_s = (rig.opts.max_poll_interval_ms or 300_000) / 1000
+
+    def said(what: str) -> dict[str, int]:
+        return {n: rig.log(n, 1 << 24).count(what) for n in rig.procs}
+
+    before = {w: said(w) for w in ("resumed", "offset commit failed", EVICTED)}
     _mid_stream(rig, rnd)
     rig.stop_database()
     seen = _watch(rig, limit_s + DOWN_S)
     rig.start_database()
-    said = {n: rig.log(n, 100_000).count("offset commit failed") for n in rig.procs}
+    deadline = time.monotonic() + 60  # until both held batches went through
+    while time.monotonic() < deadline and any(
+        n <= before["resumed"][name] for name, n in said("resumed").items()
+    ):
+        time.sleep(0.5)
+    time.sleep(2)  # the rejoin
+    failed, evicted = ({n: c - before[w][n] for n, c in said(w).items()}
+                       for w in ("offset commit failed", EVICTED))  # fmt: skip
     return [f"down {limit_s + DOWN_S:.0f}s", f"while down: {sorted(seen)}",
-            f"failed commits: {said}"]  # fmt: skip
+            f"commits failed: {failed}", f"evicted: {evicted}"]  # fmt: skip
 
 
 def slow_database(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:

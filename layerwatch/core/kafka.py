@@ -343,13 +343,24 @@ def producer_dead(exc: BaseException) -> bool:
     return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
 
 
+EVICTED = "held a batch past max.poll.interval.ms: the group took this member's partitions"
+
+
 def split_errors(msgs: list[Message]) -> tuple[list[Message], list[str]]:
     """A consume call's records and its errors (broker down, transport): errors were dropped
-    silently before, so a service waiting for a dead broker logged nothing."""
+    silently before, so a service waiting for a dead broker logged nothing.
+
+    The error that says the member held a batch longer than max.poll.interval.ms (a database
+    outage outlasted it) is no broker outage: it is logged as what it is and not returned.
+    The group has taken the partitions away (the batch's commit failed); this consume call
+    rejoins, and the batches from the last commit replay, stored once (the writes upsert)."""
     ok, errors = [], []
     for m in msgs:
         if m.error() is None:
             ok.append(m)
+        elif m.error().code() == KafkaError._MAX_POLL_EXCEEDED:
+            log.warning(f"{EVICTED}; rejoining, uncommitted batches replay",
+                        extra={"error": m.error().str()})  # fmt: skip
         else:
             errors.append(m.error().str())
     return ok, errors

@@ -14,6 +14,7 @@ import pytest
 
 from bench.faults.rig import Rig, RigOptions
 from bench.faults.scenarios import SHORT_POLL_MS, run_fault
+from layerwatch.core.kafka import EVICTED
 
 OPTS = RigOptions(printers=2, layers=24, interval_s=0.15, defect_at=16, phase1_layers=8)
 
@@ -75,6 +76,11 @@ def test_a_database_outage_longer_than_the_poll_limit_loses_nothing(short_poll_r
     rig = short_poll_rig
     out = run_fault(rig, "database outage past the poll limit", run=1)
     _assert_clean(out, rig)
+    # The case happened: a member held its batch past the limit and was evicted; it said so
+    # as what it is, not as a broker outage.
+    logs = rig.log("scorer-0", 1 << 20) + rig.log("monitor", 1 << 20)
+    assert EVICTED in logs, out.notes
+    assert "waiting for the broker error=Application maximum poll interval" not in logs
     for name in ("scorer-0", "monitor"):
         assert rig.procs[name].poll() is None, f"{name} died:\n{rig.log(name)}"
         assert rig.health(name)["ok"], rig.health(name)
