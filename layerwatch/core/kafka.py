@@ -398,8 +398,8 @@ class KafkaService:
     ok once the group has assigned partitions, a producer that a broker restart killed is
     replaced (its unconfirmed messages resent), and a batch held through an outage backs off
     and logs the same way. The service provides ``assigned`` and ``stop_event`` (Events),
-    ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.max_message_bytes`` and
-    ``_producer``."""
+    ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.group``, ``cfg.max_message_bytes``,
+    ``cfg.max_poll_interval_ms`` and ``_producer``."""
 
     assigned: threading.Event
     stop_event: threading.Event
