@@ -40,15 +40,17 @@ def _producer() -> Iterator[tuple[LayerProducer, threading.Event]]:
     producer = LayerProducer(ep.kafka_bootstrap, s.max_message_bytes, s.topics.layers)
     try:
         yield producer, stop
+        producer.flush()  # waits through a broker restart (up to 5 min), resending what it must
     except ProduceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
-        producer.flush()
+        st = producer.stats
+        renewed = f" (producer replaced {st.renewals}x: broker restarts)" if st.renewals else ""
         console.print(
-            f"sent {producer.stats.sent} layer(s), confirmed {producer.stats.confirmed} "
-            f"by {ep.kafka_bootstrap}"
+            f"sent {st.sent} layer(s), confirmed {st.confirmed} by {ep.kafka_bootstrap}{renewed}"
         )
+        producer.shutdown()
 
 
 @app.command("folder")

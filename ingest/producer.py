@@ -1,14 +1,19 @@
-"""Layer producer: idempotent, compressed, size-bounded, every delivery report checked."""
+"""Layer producer: idempotent, compressed, size-bounded, every delivery confirmed.
+
+A broker restart mid-print does not lose a layer: the messages live in a
+:class:`~layerwatch.core.kafka.ResendingProducer` until the broker confirmed them, and a
+producer the restart killed is replaced with the unconfirmed layers sent again, in order.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from ingest.messages import LayerMessage
-from layerwatch.core.kafka import producer_config
+from layerwatch.core.kafka import ResendingProducer, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +27,26 @@ class DeliveryStats:
     sent: int = 0
     confirmed: int = 0
     failed: list[str] = field(default_factory=list)
+    renewals: int = 0  # producers replaced after a broker restart
 
 
 class LayerProducer:
-    """Send :class:`LayerMessage` s keyed by printer; ``close()`` flushes and checks reports."""
+    """Send :class:`LayerMessage` s keyed by printer; ``flush()`` waits for every confirmation."""
 
     def __init__(self, bootstrap: str, max_message_bytes: int, topic: str, **extra: object) -> None:
         self.topic = topic
         self.max_message_bytes = max_message_bytes
-        self._producer = Producer(producer_config(bootstrap, max_message_bytes, **extra))
-        self.stats = DeliveryStats()
+        self._producer = ResendingProducer(
+            lambda: Producer(producer_config(bootstrap, max_message_bytes, **extra))
+        )
+        self._stats = DeliveryStats()
 
-    def _on_delivery(self, error: KafkaError | None, msg: Message) -> None:
-        if error is not None:
-            where = f"{msg.topic()} key={msg.key()!r}"
-            self.stats.failed.append(f"{where}: {error.str()}")
-            log.error("delivery failed", extra={"topic": msg.topic(), "error": error.str()})
-        else:
-            self.stats.confirmed += 1
+    @property
+    def stats(self) -> DeliveryStats:
+        p = self._producer
+        s = self._stats
+        s.confirmed, s.failed, s.renewals = p.confirmed, p.failed, p.renewals
+        return s
 
     def send(self, msg: LayerMessage) -> None:
         size = len(msg.payload) + sum(len(k) + len(v) for k, v in msg.headers()) + len(msg.key)
@@ -48,30 +55,32 @@ class LayerProducer:
                 f"layer {msg.layer} of {msg.printer}/{msg.job} is {size} bytes, over the "
                 f"{self.max_message_bytes}-byte limit (LAYERWATCH_MAX_MESSAGE_BYTES)"
             )
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=msg.payload, key=msg.key, headers=msg.headers(),
-                    on_delivery=self._on_delivery,
-                )  # fmt: skip
-                break
-            except BufferError:  # local queue full: serve callbacks and retry
-                self._producer.poll(0.1)
-        self.stats.sent += 1
+        self._producer.produce(self.topic, msg.payload, msg.key, msg.headers())
+        self._stats.sent += 1
         self._producer.poll(0)
 
-    def flush(self, timeout: float = 30.0) -> None:
+    def flush(self, timeout: float = 300.0) -> None:
+        """Wait until the broker confirmed every layer (through a restart of it, up to
+        ``timeout`` s); ProduceError if some stay unconfirmed or were refused."""
         remaining = self._producer.flush(timeout)
         if remaining:
             raise ProduceError(f"{remaining} layer(s) still unconfirmed after {timeout:.0f}s")
         if self.stats.failed:
             raise ProduceError(f"{len(self.stats.failed)} layer(s) failed: {self.stats.failed[0]}")
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout: float = 300.0) -> None:
+        """``flush``, then shut the client down."""
+        try:
+            self.flush(timeout)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> int:
+        """Shut the client down without waiting; returns the layers left unconfirmed."""
+        return self._producer.close(timeout=0)
 
     def __enter__(self) -> LayerProducer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.flush()
+        self.close()

@@ -462,6 +462,7 @@ def run(
         on_alarm=_grafana_hook(s),
         metrics_port=s.monitor_metrics_port if metrics_port is None else metrics_port,
         metrics_host=s.metrics_host,
+        max_poll_interval_ms=s.max_poll_interval_ms,
     )
     service = MonitorService(cfg)
     service.install_signal_handlers()

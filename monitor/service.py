@@ -45,9 +45,7 @@ from layerwatch.core.kafka import (
     Topics,
     check_broker,
     close_producer,
-    consumer_config,
     consumer_lag,
-    error_reporter,
     split_errors,
 )
 from layerwatch.core.retry import Backoff
@@ -88,6 +86,7 @@ class MonitorConfig:
     batch_size: int = 64
     max_wait_ms: int = 200
     group: str = MONITOR_GROUP
+    max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 1 << 20
     on_alarm: Callable[[dict[str, Any]], None] | None = None  # e.g. a Grafana annotation
     metrics_port: int = 0  # health and Prometheus endpoint (0 = off)
@@ -321,9 +320,7 @@ class MonitorService(KafkaService):
     def run(self) -> None:
         cfg = self.cfg
         server = serve_metrics(self.metrics, cfg.metrics_port, cfg.metrics_host)
-        self._consumer = Consumer(
-            consumer_config(cfg.bootstrap, cfg.group, error_cb=error_reporter(self.metrics))
-        )
+        self._consumer = self._new_consumer()
         self._consumer.subscribe(
             [cfg.topics.scores],
             on_assign=self._on_assign,

@@ -43,9 +43,7 @@ from layerwatch.core.kafka import (
     Topics,
     check_broker,
     close_producer,
-    consumer_config,
     consumer_lag,
-    error_reporter,
     split_errors,
 )
 from layerwatch.core.retry import Backoff
@@ -72,6 +70,7 @@ class ServiceConfig:
     metrics_host: str = "127.0.0.1"
     store_maps: bool = True
     group: str = SCORER_GROUP
+    max_poll_interval_ms: int = 300_000
 
 
 @dataclass
@@ -353,9 +352,7 @@ class ScorerService(KafkaService):
         finished and committed before exiting."""
         cfg = self.cfg
         server = serve_metrics(self.metrics, cfg.metrics_port, cfg.metrics_host)
-        self._consumer = Consumer(
-            consumer_config(cfg.bootstrap, cfg.group, error_cb=error_reporter(self.metrics))
-        )
+        self._consumer = self._new_consumer()
         self._consumer.subscribe([cfg.topics.layers], on_assign=self._on_assign)
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
         # One batch waits while the writer persists the previous one: bounded memory, and at

@@ -1,6 +1,6 @@
 """``python -m bench.faults``: every fault, several runs each, and the table.
 
-    python -m bench.faults [--runs 5] [--faults "database restart,broker restart"]
+    python -m bench.faults [--runs 5] [--faults "database restart,broker restart"] [--keep-logs DIR]
                            [--printers 2] [--layers 24] [--json faults.json]
 
 Each fault gets one rig (own PostgreSQL, a broker on a local S3 emulator, the services as
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.faults.check import Outcome
 from bench.faults.rig import Rig, RigOptions
-from bench.faults.scenarios import FAULTS, UNDER_UP, run_fault
+from bench.faults.scenarios import FAULTS, SHORT_POLL, SHORT_POLL_MS, UNDER_UP, run_fault
 
 SUMMED = ("sent", "scored_once", "duplicates", "lost", "charts_lost", "alarms", "alarms_lost",
           "actions", "actions_duplicated")  # fmt: skip
@@ -45,6 +47,8 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep-logs", type=Path, help="copy the services' logs of every run that "
+                    "is not clean to DIR/<fault>-run<n>/")  # fmt: skip
     args = ap.parse_args()
     opts = RigOptions(
         printers=args.printers, layers=args.layers, interval_s=args.interval,
@@ -56,12 +60,16 @@ def main() -> int:
         if fault not in FAULTS:
             ap.error(f"unknown fault {fault!r}")
         t0 = time.monotonic()
-        with Rig(opts, model_dir=model_dir) as rig:
+        poll = SHORT_POLL_MS if fault in SHORT_POLL else None
+        with Rig(replace(opts, max_poll_interval_ms=poll), model_dir=model_dir) as rig:
             model_dir = None  # each rig makes its own (it lives in the rig's home)
             rig.start_up() if fault in UNDER_UP else rig.start_all()
             for run in range(args.runs):
                 out = run_fault(rig, fault, run, seed=args.seed)
                 results.setdefault(fault, []).append(out)
+                if args.keep_logs and not out.clean:
+                    where = args.keep_logs / f"{fault.replace(' ', '_')}-run{run}"
+                    shutil.copytree(rig.logs, where, dirs_exist_ok=True)
                 print(f"{fault:26} run {run}: {'clean' if out.clean else 'NOT CLEAN'} "
                       f"{out.seconds:5.1f}s  {json.dumps(out.as_dict())}", flush=True)  # fmt: skip
         print(f"{fault}: {time.monotonic() - t0:.0f}s", flush=True)

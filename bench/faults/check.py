@@ -59,18 +59,26 @@ class Outcome:
 
 
 def _topic_counts(rig: Rig, topic: str, quiet_s: float = 1.5, limit_s: float = 30.0) -> Counter:
-    """Messages per key+value on ``topic``, read from the start until it stays quiet
-    (partitions assigned, not subscribed: no group join to wait for)."""
+    """Messages per key+value on ``topic``, read from the start until every partition is read
+    up to its high watermark and the topic stays quiet (partitions assigned, not subscribed:
+    no group join to wait for). Quiet alone was not enough: right after a broker restart one
+    partition's first fetch could take longer than the quiet time, and its alarms counted as
+    never published."""
     c = Consumer(consumer_config(rig.bootstrap, f"check-{time.time_ns()}"))
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     counts: Counter = Counter()
+    next_offset = dict.fromkeys(parts, 0)
     deadline, last = time.monotonic() + limit_s, time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+        while time.monotonic() < deadline and (
+            time.monotonic() - last < quiet_s or any(next_offset[p] < high[p] for p in parts)
+        ):
             m = c.poll(0.2)
             if m is not None and m.error() is None:
                 counts[(m.key(), m.value())] += 1
+                next_offset[m.partition()] = m.offset() + 1
                 last = time.monotonic()
     finally:
         c.close()

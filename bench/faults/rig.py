@@ -9,7 +9,9 @@ processes (a SIGKILL kills a real process); the monitor stops a :class:`Counting
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from bench.faults.model import defect, make_quick_model, stripes
 from bench.faults.objectstore import EmbeddedObjectStore
@@ -30,6 +32,8 @@ from ingest.messages import LayerMessage
 from ingest.producer import LayerProducer
 from layerwatch.core.embedded import (
     DB_WRITER,
+    PG_SUPERUSER,
+    PG_SYSTEM_USER,
     EmbeddedKafka,
     EmbeddedPostgres,
     free_port,
@@ -41,6 +45,7 @@ from layerwatch.core.topics import Topics
 from storage import db
 
 BIN = Path(sys.executable).parent / "layerwatch"
+FULL_DISK_TABLES = ("scores", "chart_points")  # one the scorer writes, one the monitor
 
 
 @dataclass
@@ -54,6 +59,7 @@ class RigOptions:
     partitions: int = 4
     batch: int = 4
     size: int = 32
+    max_poll_interval_ms: int | None = None  # the services' poll limit (None: the default)
 
 
 @dataclass
@@ -100,6 +106,8 @@ class Rig:
         self.admin_url = ""
         self.kafka_port = self.pg_port = 0
         self._dead_before = 0
+        self._disk: str | None = None  # how fill_disk fills it, once chosen
+        self._disk_dir = self.home / "small-disk"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,6 +148,8 @@ class Rig:
         if self.kafka is not None:
             self.kafka.stop()
         self.pg.stop()
+        if self._disk not in (None, "trigger"):
+            subprocess.run(["umount", "-l", str(self._disk_dir)], capture_output=True)
         self.store.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
@@ -160,6 +170,8 @@ class Rig:
             LAYERWATCH_TOPIC_PARTITIONS=str(self.opts.partitions),
             LAYERWATCH_METRICS_HOST="127.0.0.1",
         )  # fmt: skip
+        if self.opts.max_poll_interval_ms is not None:
+            env["LAYERWATCH_MAX_POLL_INTERVAL_MS"] = str(self.opts.max_poll_interval_ms)
         return env
 
     # ------------------------------------------------------------------ services
@@ -287,6 +299,71 @@ class Rig:
                     ))  # fmt: skip
         engine.dispose()
 
+    def fill_disk(self, full: bool) -> str:
+        """Make the disk under the scores and chart points full (``full``) or give the space
+        back; returns how. As root: the two tables move (once) to a tablespace on a tiny
+        tmpfs, and a file fills what is left of it, so PostgreSQL itself fails to extend the
+        tables (SQLSTATE 53100, 'No space left on device'); with a fillfactor of 10 a page
+        takes a few rows, so a write needs a new page within seconds. Where mounting is not
+        allowed: a trigger raises the same SQLSTATE on every insert into them."""
+        if self._disk is None:
+            self._disk = self._small_tablespace() or "trigger"
+        if self._disk == "trigger":
+            self._disk_full_trigger(full)
+        elif full:
+            filler = self._disk_dir / "filler"
+            with contextlib.suppress(OSError), filler.open("wb") as f:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+                    f.flush()
+        else:
+            (self._disk_dir / "filler").unlink(missing_ok=True)
+        return self._disk
+
+    def _small_tablespace(self, size: str = "4m") -> str | None:
+        if os.geteuid() != 0:
+            return None
+        self._disk_dir.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(self._disk_dir)], capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            self._disk_dir.rmdir()
+            return None
+        pw = pwd.getpwnam(PG_SYSTEM_USER)
+        (self._disk_dir / "pg").mkdir()
+        os.chown(self._disk_dir / "pg", pw.pw_uid, pw.pw_gid)
+        self._admin(
+            f"CREATE TABLESPACE lw_small LOCATION '{self._disk_dir / 'pg'}'",
+            *(f"ALTER TABLE {t} SET TABLESPACE lw_small" for t in FULL_DISK_TABLES),
+            *(f"ALTER TABLE {t} SET (fillfactor = 10)" for t in FULL_DISK_TABLES),
+        )
+        return f"tmpfs of {size}"
+
+    def _disk_full_trigger(self, full: bool) -> None:
+        drop = [f"DROP TRIGGER IF EXISTS lw_fault_disk ON {t}" for t in FULL_DISK_TABLES]
+        if not full:
+            self._admin(*drop)
+            return
+        self._admin(
+            *drop,
+            "CREATE OR REPLACE FUNCTION lw_fault_disk() RETURNS trigger AS $$ BEGIN RAISE "
+            "EXCEPTION 'could not extend table %: No space left on device', TG_TABLE_NAME "
+            "USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql",
+            *(f"CREATE TRIGGER lw_fault_disk BEFORE INSERT ON {t} FOR EACH STATEMENT "
+              "EXECUTE FUNCTION lw_fault_disk()" for t in FULL_DISK_TABLES),
+        )  # fmt: skip
+
+    def _admin(self, *statements: str) -> None:
+        # The superuser of the rig's own server: only it may create a tablespace.
+        url = EmbeddedPostgres.url(self.pg_port, PG_SUPERUSER)
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                for sql in statements:
+                    conn.execute(text(sql))
+        finally:
+            engine.dispose()
+
     def stop_broker(self) -> None:
         assert self.kafka is not None
         self.kafka.stop()
@@ -334,6 +411,44 @@ class Rig:
                 feed.done.set()
 
         threading.Thread(target=run, name="feeder", daemon=True).start()
+        return feed
+
+    def feed_ingest(self, seed: int = 0, timeout: float = 400.0) -> Feed:
+        """Stream the print through `layerwatch ingest simulate`, one process per printer (the
+        CLI's own producer, as a plant runs it; simulated layers with a stringing defect from
+        ``defect_at``). The feed fails if a process exits non-zero or confirms fewer layers
+        than it sent."""
+        feed = Feed()
+        feed.dead_before = int(self.query("SELECT coalesce(max(id), 0) FROM dead_letters")[0][0])
+        o = self.opts
+        feed.good = [(f"p{p}", self.job, i) for i in range(o.layers) for p in range(o.printers)]
+        procs: dict[str, subprocess.Popen] = {}
+        for p in range(o.printers):
+            argv = [str(BIN), "ingest", "simulate", "--printer", f"p{p}", "--job", self.job,
+                    "--layers", str(o.layers), "--interval", str(o.interval_s),
+                    "--size", str(o.size), "--seed", str(seed * 100 + p),
+                    "--defect", f"stringing@{o.defect_at}:0.9"]  # fmt: skip
+            log = (self.logs / f"ingest-p{p}.log").open("ab")
+            procs[f"ingest-p{p}"] = subprocess.Popen(
+                argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+        def wait() -> None:
+            try:
+                for name, proc in procs.items():
+                    code = proc.wait(timeout)
+                    said = self.log(name, 400)
+                    if code != 0 or f"confirmed {o.layers} " not in said:
+                        raise RuntimeError(f"{name} exited {code}: {said}")
+            except BaseException as exc:
+                feed.error = exc
+                for proc in procs.values():
+                    proc.kill()
+            finally:
+                feed.done.set()
+
+        threading.Thread(target=wait, name="ingest-feed", daemon=True).start()
         return feed
 
     def query(self, sql: str, **params: object) -> list:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bench.faults.check import Outcome, check
 from bench.faults.rig import Feed, Rig
+from layerwatch.core.kafka import EVICTED
 
 DOWN_S = 4.0  # how long a server stays down
 
@@ -50,6 +51,61 @@ def broker_restart(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
     seen = _watch(rig, DOWN_S)
     rig.start_broker()
     return [f"while down: {sorted(seen)}"]
+
+
+def broker_restart_under_ingest(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
+    """The broker restarts while `layerwatch ingest` streams: its producer waits, is replaced
+    if the restart killed it, and resends what the broker had not confirmed."""
+    _mid_stream(rig, rnd, 0.1, 0.4)
+    rig.stop_broker()
+    seen = _watch(rig, DOWN_S)
+    rig.start_broker()
+    feed.done.wait(120)
+    said = " ".join(rig.log(f"ingest-p{p}", 20000) for p in range(rig.opts.printers))
+    renewed = said.count("Kafka producer unusable")
+    return [f"while down: {sorted(seen)}", f"ingest producers replaced: {renewed}"]
+
+
+def full_disk(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
+    """The database's disk fills up mid-print (the scores and chart points cannot grow): the
+    services hold their batch, say the disk is full and which table, report `waiting`; the
+    space comes back after DOWN_S once one of them noticed (at most 30 s)."""
+    _mid_stream(rig, rnd, 0.1, 0.3)
+    how = rig.fill_disk(True)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("waiting:database" in s for s in seen):
+        seen |= _watch(rig, 0.5)
+    seen |= _watch(rig, DOWN_S)
+    rig.fill_disk(False)
+    said = [n for n in rig.procs if "database disk full" in rig.log(n, 20000)]
+    return [f"disk: {how}", f"while full: {sorted(seen)}", f"said disk full: {said}"]
+
+
+def long_database_outage(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
+    """PostgreSQL away for longer than the services' poll limit (the rig runs them with a
+    short max.poll.interval.ms): a service holding its batch is evicted from its group
+    meanwhile, its commit afterwards fails, and its partitions are assigned again."""
+    limit_s = (rig.opts.max_poll_interval_ms or 300_000) / 1000
+
+    def said(what: str) -> dict[str, int]:
+        return {n: rig.log(n, 1 << 24).count(what) for n in rig.procs}
+
+    before = {w: said(w) for w in ("resumed", "offset commit failed", EVICTED)}
+    _mid_stream(rig, rnd)
+    rig.stop_database()
+    seen = _watch(rig, limit_s + DOWN_S)
+    rig.start_database()
+    deadline = time.monotonic() + 60  # until both held batches went through
+    while time.monotonic() < deadline and any(
+        n <= before["resumed"][name] for name, n in said("resumed").items()
+    ):
+        time.sleep(0.5)
+    time.sleep(2)  # the rejoin
+    failed, evicted = ({n: c - before[w][n] for n, c in said(w).items()}
+                       for w in ("offset commit failed", EVICTED))  # fmt: skip
+    return [f"down {limit_s + DOWN_S:.0f}s", f"while down: {sorted(seen)}",
+            f"commits failed: {failed}", f"evicted: {evicted}"]  # fmt: skip
 
 
 def slow_database(rig: Rig, feed: Feed, rnd: random.Random) -> list[str]:
@@ -98,10 +154,16 @@ FAULTS: dict[str, Callable[[Rig, Feed, random.Random], list[str]]] = {
     "kill -9 monitor": _kill("monitor"),
     "database restart": database_restart,
     "broker restart": broker_restart,
+    "broker restart under ingest": broker_restart_under_ingest,
     "slow database": slow_database,
+    "database outage past the poll limit": long_database_outage,
+    "full database disk": full_disk,
     "kill -9 up (supervisor)": kill_supervisor,
 }
 UNDER_UP = {"kill -9 up (supervisor)"}  # these need the services under `layerwatch up`
+SHORT_POLL_MS = 7_000  # the poll limit of the rig for the faults that outlast it
+SHORT_POLL = {"database outage past the poll limit"}
+VIA_INGEST = {"broker restart under ingest"}  # the print streams through `layerwatch ingest`
 
 
 def run_fault(rig: Rig, fault: str, run: int, seed: int = 0, timeout: float = 180) -> Outcome:
@@ -109,7 +171,10 @@ def run_fault(rig: Rig, fault: str, run: int, seed: int = 0, timeout: float = 18
     rnd = random.Random(seed * 1000 + run)
     rig.new_print(run)
     t0 = time.monotonic()
-    feed = rig.feed(seed=seed * 1000 + run)
+    if fault in VIA_INGEST:
+        feed = rig.feed_ingest(seed=seed * 1000 + run)
+    else:
+        feed = rig.feed(seed=seed * 1000 + run)
     notes = FAULTS[fault](rig, feed, rnd)
     settled = rig.wait_settled(feed, timeout)
     out = check(rig, feed, fault, time.monotonic() - t0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from layerwatch.core.retry import Backoff, outage_kind
+from layerwatch.core.retry import Backoff, describe_outage, disk_full, outage_kind
 from layerwatch.core.topics import Topics
 
 if TYPE_CHECKING:
@@ -194,20 +195,144 @@ class Outbox:
 
     @staticmethod
     def _produce(producer: Producer, it: Outgoing) -> None:
-        def report(error, _msg) -> None:
-            if error is None:
-                it.state, it.error = "delivered", None
-            else:
-                it.state, it.error = "failed", f"{it.topic}: {error.str()}"
-                it.fatal = error.fatal()
+        produce_tracked(producer, it)
 
-        while True:
-            try:
-                producer.produce(it.topic, it.value, it.key, headers=it.headers, on_delivery=report)
-                it.state = "sent"
-                return
-            except BufferError:  # the local queue is full: serve reports, then retry
-                producer.poll(0.5)
+
+def produce_tracked(
+    producer: Producer,
+    it: Outgoing,
+    then: Callable[[Outgoing, KafkaError | None], None] | None = None,
+) -> None:
+    """Produce ``it``; its delivery report sets its state (and calls ``then``, if given)."""
+
+    def report(error: KafkaError | None, _msg: Message) -> None:
+        if error is None:
+            it.state, it.error = "delivered", None
+        else:
+            it.state, it.error = "failed", f"{it.topic}: {error.str()}"
+            it.fatal = error.fatal()
+        if then is not None:
+            then(it, error)
+
+    while True:
+        try:
+            producer.produce(it.topic, it.value, it.key, headers=it.headers, on_delivery=report)
+            it.state = "sent"
+            return
+        except BufferError:  # the local queue is full: serve reports, then retry
+            producer.poll(0.5)
+
+
+# Delivery failures that a new producer fixes: the broker restarted (and forgot the idempotent
+# producer's sequence numbers), was away longer than message.timeout.ms, or the transport broke.
+_RESEND = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError._FATAL,
+    KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.NOT_LEADER_FOR_PARTITION,
+}  # fmt: skip
+
+
+class ResendingProducer:
+    """A producer for a long stream (``layerwatch ingest``) that outlives broker restarts.
+
+    Every message is kept until the broker confirmed it. When a report says the producer is
+    dead (fatal: a restarted broker forgot its sequence numbers) or a message could not be
+    delivered for a reason a new producer fixes (an outage longer than message.timeout.ms),
+    the producer is replaced and every unconfirmed message goes out again on the new one, in
+    the order first sent: a layer is never dropped, and never overtaken by a later layer of its
+    printer. A message the broker stored but whose confirmation was lost can so reach the topic
+    twice; layers are keyed (printer, job, layer) and the scorer upserts, so the database holds
+    it once. A message refused for itself (too large, unknown topic) is ``failed``.
+    """
+
+    def __init__(self, make: Callable[[], Producer]) -> None:
+        self._make = make
+        self._producer = make()
+        self._unconfirmed: dict[int, Outgoing] = {}  # insertion order = first-sent order
+        self._seq = 0
+        self._renew: str | None = None  # why the producer must be replaced
+        self.confirmed = 0
+        self.renewals = 0
+        self.failed: list[str] = []
+
+    def __len__(self) -> int:
+        """Messages not yet confirmed."""
+        return len(self._unconfirmed)
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:  # fmt: skip
+        self._renew_if_dead()
+        self._seq += 1
+        it = Outgoing(topic, value, key, list(headers or []))
+        self._unconfirmed[self._seq] = it
+        self._send(self._seq, it)
+
+    def _send(self, seq: int, it: Outgoing) -> None:
+        gen = self.renewals
+        try:
+            produce_tracked(self._producer, it, lambda i, e: self._reported(seq, i, e, gen))
+        except KafkaException as exc:  # the producer died (fatal) before the send
+            it.state = "new"
+            self._renew = str(exc)
+
+    def _reported(self, seq: int, it: Outgoing, error: KafkaError | None, gen: int) -> None:
+        if error is None:
+            if self._unconfirmed.pop(seq, None) is not None:
+                self.confirmed += 1
+        elif gen != self.renewals:  # a report of a replaced producer: the message went again
+            return
+        elif error.fatal() or error.code() in _RESEND:
+            it.state = "new"
+            self._renew = self._renew or error.str()
+        elif error.code() != KafkaError._PURGE_QUEUE:  # purged by a renewal: resent
+            self._unconfirmed.pop(seq, None)
+            self.failed.append(it.error or error.str())
+            log.error("delivery failed", extra={"topic": it.topic, "error": error.str()})
+
+    def _renew_if_dead(self) -> None:
+        if self._renew is None:
+            return
+        reason, self._renew = self._renew, None
+        log.warning(
+            "Kafka producer unusable: replacing it, resending the unconfirmed messages",
+            extra={"error": reason, "unconfirmed": len(self._unconfirmed)},
+        )
+        old, self._producer = self._producer, self._make()
+        old.purge()
+        old.flush(0)  # the purged messages' reports (ignored), before they go out again
+        old.close()
+        self.renewals += 1
+        for seq, it in list(self._unconfirmed.items()):
+            it.state = "new"
+            self._send(seq, it)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+        self._renew_if_dead()
+
+    def flush(self, timeout: float = 300.0, log_every: float = 10.0) -> int:
+        """Wait up to ``timeout`` s until every message is confirmed (replacing a dead producer
+        meanwhile); returns how many are still unconfirmed. Says every ``log_every`` s that it
+        waits, and once that the broker confirmed the rest after a wait."""
+        deadline = time.monotonic() + timeout
+        next_note, waited = time.monotonic() + log_every, False
+        while self._unconfirmed and (left := deadline - time.monotonic()) > 0:
+            self._producer.flush(min(left, 1.0))
+            self._renew_if_dead()
+            if self._unconfirmed and time.monotonic() >= next_note:
+                next_note, waited = time.monotonic() + log_every, True
+                log.warning("waiting for the broker to confirm",
+                            extra={"unconfirmed": len(self._unconfirmed)})  # fmt: skip
+        if waited and not self._unconfirmed:
+            log.info("the broker confirmed every message")
+        return len(self._unconfirmed)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush for up to ``timeout`` s, then shut the client down; returns what was dropped."""
+        remaining = self.flush(timeout)
+        return remaining + close_producer(self._producer, timeout=0)
 
 
 def producer_dead(exc: BaseException) -> bool:
@@ -218,13 +343,24 @@ def producer_dead(exc: BaseException) -> bool:
     return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
 
 
+EVICTED = "held a batch past max.poll.interval.ms: the group took this member's partitions"
+
+
 def split_errors(msgs: list[Message]) -> tuple[list[Message], list[str]]:
     """A consume call's records and its errors (broker down, transport): errors were dropped
-    silently before, so a service waiting for a dead broker logged nothing."""
+    silently before, so a service waiting for a dead broker logged nothing.
+
+    The error that says the member held a batch longer than max.poll.interval.ms (a database
+    outage outlasted it) is no broker outage: it is logged as what it is and not returned.
+    The group has taken the partitions away (the batch's commit failed); this consume call
+    rejoins, and the batches from the last commit replay, stored once (the writes upsert)."""
     ok, errors = [], []
     for m in msgs:
         if m.error() is None:
             ok.append(m)
+        elif m.error().code() == KafkaError._MAX_POLL_EXCEEDED:
+            log.warning(f"{EVICTED}; rejoining, uncommitted batches replay",
+                        extra={"error": m.error().str()})  # fmt: skip
         else:
             errors.append(m.error().str())
     return ok, errors
@@ -262,8 +398,8 @@ class KafkaService:
     ok once the group has assigned partitions, a producer that a broker restart killed is
     replaced (its unconfirmed messages resent), and a batch held through an outage backs off
     and logs the same way. The service provides ``assigned`` and ``stop_event`` (Events),
-    ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.max_message_bytes`` and
-    ``_producer``."""
+    ``metrics`` (ServiceMetrics), ``cfg.bootstrap``, ``cfg.group``, ``cfg.max_message_bytes``,
+    ``cfg.max_poll_interval_ms`` and ``_producer``."""
 
     assigned: threading.Event
     stop_event: threading.Event
@@ -277,6 +413,16 @@ class KafkaService:
         left the embedded broker's group serving no later member of it."""
         self.assigned.set()
         self.metrics.health.running()
+
+    def _new_consumer(self) -> Consumer:
+        """The group member; ``cfg.max_poll_interval_ms`` bounds how long it may go without
+        polling before the group evicts it (a batch held through a long outage)."""
+        return Consumer(
+            consumer_config(
+                self.cfg.bootstrap, self.cfg.group, error_cb=error_reporter(self.metrics),
+                **{"max.poll.interval.ms": self.cfg.max_poll_interval_ms},
+            )
+        )  # fmt: skip
 
     def _new_producer(self) -> Producer:
         return Producer(
@@ -298,13 +444,14 @@ class KafkaService:
         """A batch met an outage (database or broker): replace a dead producer, log once per
         outage (then a warning per retry), wait the back-off. False if asked to stop meanwhile
         (the batch is then replayed from its uncommitted offsets)."""
-        what, error = outage_kind(exc), str(exc).splitlines()[0]
+        what, error = outage_kind(exc), describe_outage(exc)
         if producer_dead(exc):
             self._renew_producer(outbox, error)
         delay = backoff.next()
         first = self.metrics.waiting(what, error)
+        problem = "database disk full" if disk_full(exc) else f"{what} unreachable"
         (log.error if first else log.warning)(
-            f"{what} unreachable: batch held, retrying",
+            f"{problem}: batch held, retrying",
             extra={"error": error, "retry_in_s": round(delay, 2), "attempt": backoff.n},
         )
         return not self.stop_event.wait(delay)

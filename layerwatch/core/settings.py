@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Images above this pixel count are refused before decoding.",
     )
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Producer message limit.")
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=6000,
+        description="How long a service may hold a batch (waiting for the database) before the "
+        "broker takes its partitions away (Kafka's max.poll.interval.ms).",
+    )
     log_level: str = Field("INFO", description="Log level of the services.")
     log_json: bool = Field(False, description="Structured JSON logs instead of the console format.")
     grafana_url: str | None = Field(None, description="Grafana URL for sync and annotations.")

@@ -510,6 +510,17 @@ def test_k8s_scorer_metrics_and_monitor_singleton() -> None:
     monitor = deployments["layerwatch-monitor"]
     assert monitor["spec"]["replicas"] == 1
     assert monitor["spec"]["strategy"]["type"] == "Recreate"
+    # Probes on the monitor's own health endpoint: ready only while it makes progress (/health
+    # says 503 while it waits), alive as long as its server answers (/metrics: waiting for
+    # the database must not restart it).
+    mport = int(config.get("LAYERWATCH_MONITOR_METRICS_PORT",
+                           Settings.model_fields["monitor_metrics_port"].default))  # fmt: skip
+    m = monitor["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in m["ports"]}["metrics"] == mport
+    ready, alive = m["readinessProbe"]["httpGet"], m["livenessProbe"]["httpGet"]
+    assert ready["path"] == "/health" and ready["port"] in ("metrics", mport)
+    assert alive["path"] == "/metrics" and alive["port"] in ("metrics", mport)
+    assert "args" in m and m["args"][:2] == ["monitor", "run"]
     job = next(obj for _, obj in k8s_objects() if obj["kind"] == "Job")
     steps = [a[:2] for w, a in k8s_argvs() if job["metadata"]["name"] in w]
     assert steps == [["db", "upgrade"], ["topics", "create"]]
