@@ -49,7 +49,8 @@ def run(
         batch_size=batch, max_wait_ms=max_wait_ms,
         metrics_port=s.metrics_port if metrics_port is None else metrics_port,
         metrics_host=s.metrics_host,
-        store_maps=not no_maps,
+        store_maps=not no_maps, history_layers=s.scorer_history_layers,
+        history_jobs=s.scorer_history_jobs,
     )  # fmt: skip
     service = ScorerService(method, cfg)
     service.install_signal_handlers()
