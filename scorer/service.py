@@ -41,7 +41,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
 from ingest.images import ImageError, decode_image, encode_png
-from ingest.messages import LayerMessage
+from ingest.messages import RAW, LayerMessage
 from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     SCORER_GROUP,
@@ -233,8 +233,12 @@ class ScorerService(KafkaService):
                 "channel_scores": sm.channel_scores, "fired": ",".join(sm.fired),
                 "outline_error": ref.outline_error if ref is not None else None,
             })  # fmt: skip
-            if self.history.layers:
-                image_rows.append(key | {"png": encode_png(img)})
+            if self.history.layers:  # the layer's own file (no re-encoding) unless raw
+                raw = lm.content_type == RAW
+                image_rows.append(key | {
+                    "image": encode_png(img) if raw else lm.payload,
+                    "channels": (1 if img.ndim == 2 else 3) if raw else lm.channels,
+                })  # fmt: skip
             if self.cfg.store_maps:
                 png, scale = compress_map(res.anomaly_map)
                 map_rows.append(key | {
@@ -339,9 +343,10 @@ class ScorerService(KafkaService):
                 stored = repository.recent_layer_images(
                     conn, key[0], key[1], before, self.history.layers
                 )
-            return [
-                (n, self._fit_channels(decode_image(png, self.cfg.max_image_pixels)))
-                for n, png in stored
+            limit = self.cfg.max_image_pixels
+            return [  # decoded as the scorer decoded the layer's message
+                (n, self._fit_channels(decode_image(data, limit, grayscale=channels == 1)))
+                for n, data, channels in stored
             ]
         except (OperationalError, ImageError) as exc:
             log.warning(

@@ -116,14 +116,17 @@ class Score(Base):
 
 
 class LayerImage(Base):
-    """The last layer images of each job, PNG (migration 0003): the scorer's previous-layer
-    reference, read back after a restart. The scorer keeps a few per job and deletes older."""
+    """The last layer images of each job (migration 0003): the scorer's previous-layer
+    reference, read back after a restart. ``image`` is the layer message's own file (PNG or
+    JPEG, decoded as ``channels`` says, as the scorer decoded it); the scorer keeps a few per
+    job and deletes older."""
 
     __tablename__ = "layer_images"
     printer: Mapped[str] = mapped_column(ID, primary_key=True)
     job: Mapped[str] = mapped_column(ID, primary_key=True)
     layer: Mapped[int] = mapped_column(Integer, primary_key=True)
-    png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    image: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    channels: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _created()
 
 

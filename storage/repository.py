@@ -128,8 +128,8 @@ def upsert_maps(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
 
 
 def store_layer_images(conn: Connection, rows: Sequence[dict[str, Any]], keep: int) -> int:
-    """Upsert layer images (printer, job, layer, png) and delete each job's images older than
-    its ``keep`` highest: the table stays a few rows per job."""
+    """Upsert layer images (printer, job, layer, image, channels) and delete each job's
+    images older than its ``keep`` highest: the table stays a few rows per job."""
     n = upsert(conn, LayerImage, rows)
     t = _table(LayerImage)
     for printer, job in sorted({(r["printer"], r["job"]) for r in rows}):
@@ -147,16 +147,17 @@ def store_layer_images(conn: Connection, rows: Sequence[dict[str, Any]], keep: i
 
 def recent_layer_images(
     conn: Connection, printer: str, job: str, before: int, limit: int
-) -> list[tuple[int, bytes]]:
-    """A job's stored layer images below layer ``before``, highest first (at most ``limit``)."""
+) -> list[tuple[int, bytes, int]]:
+    """A job's stored layer images below layer ``before``, highest first (at most ``limit``):
+    (layer, image file bytes, channels)."""
     t = _table(LayerImage)
     rows = conn.execute(
-        select(t.c.layer, t.c.png)
+        select(t.c.layer, t.c.image, t.c.channels)
         .where(t.c.printer == printer, t.c.job == job, t.c.layer < before)
         .order_by(t.c.layer.desc())
         .limit(limit)
     )
-    return [(int(r.layer), bytes(r.png)) for r in rows]
+    return [(int(r.layer), bytes(r.image), int(r.channels)) for r in rows]
 
 
 def upsert_chart_points(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:

@@ -105,13 +105,18 @@ def test_layer_images_are_trimmed_per_job_and_hidden_from_grafana(
     with engine.begin() as conn:
         for n in range(5):  # one batch per layer, as the scorer writes them
             repository.store_layer_images(
-                conn, [{"printer": "p", "job": j, "layer": n, "png": bytes([n])} for j in "ab"], 2
+                conn,
+                [
+                    {"printer": "p", "job": j, "layer": n, "image": bytes([n]), "channels": 1}
+                    for j in "ab"
+                ],
+                2,
             )
         repository.store_layer_images(conn, [{"printer": "p", "job": "a", "layer": 1,
-                                              "png": b"replayed"}], 2)  # fmt: skip
+                                              "image": b"replayed", "channels": 1}], 2)  # fmt: skip
     with engine.connect() as conn:
-        assert [n for n, _ in repository.recent_layer_images(conn, "p", "a", 10, 5)] == [4, 3]
-        assert repository.recent_layer_images(conn, "p", "b", 4, 5) == [(3, b"\x03")]
+        assert [n for n, *_ in repository.recent_layer_images(conn, "p", "a", 10, 5)] == [4, 3]
+        assert repository.recent_layer_images(conn, "p", "b", 4, 5) == [(3, b"\x03", 1)]
     reader = create_engine(make_url(url).set(username=READER_ROLE))
     try:
         with reader.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):

@@ -42,7 +42,8 @@ def upgrade() -> None:
         sa.Column("printer", sa.String(length=200), nullable=False),
         sa.Column("job", sa.String(length=200), nullable=False),
         sa.Column("layer", sa.Integer(), nullable=False),
-        sa.Column("png", sa.LargeBinary(), nullable=False),
+        sa.Column("image", sa.LargeBinary(), nullable=False),
+        sa.Column("channels", sa.Integer(), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
