@@ -59,6 +59,11 @@ class LayerHistory:
             self._store.popitem(last=False)
         return held
 
+    def clear(self) -> None:
+        """Forget every job (partitions moved: another scorer may score their next layers, so
+        a job seen again is read back from the database, which has what that one stored)."""
+        self._store.clear()
+
     def __contains__(self, key: object) -> bool:
         return key in self._store
 

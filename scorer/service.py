@@ -447,7 +447,9 @@ class ScorerService(KafkaService):
         self._consumer = Consumer(
             consumer_config(cfg.bootstrap, cfg.group, error_cb=error_reporter(self.metrics))
         )
-        self._consumer.subscribe([cfg.topics.layers], on_assign=self._on_assign)
+        self._consumer.subscribe(
+            [cfg.topics.layers], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
         # One batch waits while the writer persists the previous one: bounded memory, and at
         # most two batches replay after a crash.
@@ -477,6 +479,13 @@ class ScorerService(KafkaService):
             log.info("scorer stopped", extra={"batches": batches})
         if self._writer_error is not None:
             raise self._writer_error
+
+    def _on_revoke(self, *_args: object) -> None:
+        """Partitions moved (consumer thread, as every use of the history is)."""
+        jobs, _ = self.history.size
+        if jobs:
+            log.info("partitions revoked: layer history dropped", extra={"jobs": jobs})
+        self.history.clear()
 
     def _hand_over(self, pending: queue.Queue[ScoredBatch | None], batch: ScoredBatch) -> None:
         """Queue a scored batch for the writer; while it waits, commit what became durable."""

@@ -53,6 +53,13 @@ def test_an_evicted_job_is_read_back_through_the_loader() -> None:
     assert asked == [(("p", "j0"), 8), (("p", "j1"), 1), (("p", "j0"), 8)]
 
 
+def test_clear_forgets_every_job() -> None:
+    h = LayerHistory(layers=2, jobs=4)
+    h.add(("p", "j"), 0, _img(0))
+    h.clear()
+    assert h.size == (0, 0) and h.previous(("p", "j"), 1) is None
+
+
 def test_no_history_keeps_nothing() -> None:
     h = LayerHistory(layers=0, jobs=1, load=lambda *_: pytest.fail("loaded"))
     h.add(("p", "j"), 0, _img(0))
