@@ -52,9 +52,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("printer", "job", "layer"),
     )
-    grant_roles(op.get_bind())
-    # Layer images are the scorer's working data, not something dashboards show.
-    op.execute('REVOKE SELECT ON layer_images FROM "layerwatch_grafana"')
+    grant_roles(op.get_bind())  # layer_images: the writer only (see grant_roles)
 
 
 def downgrade() -> None:
