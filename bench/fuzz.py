@@ -4,7 +4,7 @@
 
 A print of ``--layers`` good layers per printer (2 printers) streams through the real broker to
 the scorer and the monitor (processes, on their own embedded servers); ``--count`` malformed
-layer and score records (``bench.faults.fuzz``: 16 kinds) go in between. Counted: records
+layer and score records (``bench.faults.fuzz``: all its kinds) go in between. Counted: records
 tried, dead-lettered with a reason that names the field the case was built to break, dead
 letters naming another field, crashes (a service that exited), the services' resident memory
 before and after. ``--flips`` JPEGs with one bit flipped anywhere go in too and are counted

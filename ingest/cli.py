@@ -22,6 +22,51 @@ log = logging.getLogger(__name__)
 
 PRINTER = typer.Option(..., "--printer", "-p", help="Printer id (the Kafka key).")
 JOB = typer.Option(..., "--job", "-j", help="Print job id.")
+GCODE = typer.Option(
+    None, "--gcode", exists=True, dir_okay=False,
+    help="G-code file of the print: each layer's expected outline is rendered from its "
+    "extrusion moves at the layer's Z (or, without a Z, the layer number) into the camera "
+    "frame through the setting gcode_homography, and sent with the layer.",
+)  # fmt: skip
+OUTLINE_MODES = ("auto", "required", "off")
+
+
+def _gcode_outlines(path: Path | None):
+    """The G-code file's layers with the configured homography, or None without --gcode."""
+    if path is None:
+        return None
+    from ingest.gcode import GcodeError, GcodeOutlines
+    from layerwatch.core.settings import get_settings
+
+    h = get_settings().gcode_homography
+    if h is None:
+        raise typer.BadParameter(
+            "needs the setting gcode_homography (bed mm -> camera px), e.g. "
+            "LAYERWATCH_GCODE_HOMOGRAPHY='[[11.6,0,-1152],[0,11.6,-1152],[0,0,1]]'",
+            param_hint="--gcode",
+        )
+    try:
+        return GcodeOutlines.load(path, h)
+    except GcodeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gcode") from exc
+
+
+def _with_outline(msg: LayerMessage, make, *args, **kwargs) -> LayerMessage:
+    """``msg`` with the outline ``make(*args, **kwargs)`` gives (a mask, or None); an outline
+    that cannot be made is reported and the layer goes out without one (it is still scored,
+    by texture)."""
+    from ingest.gcode import GcodeError
+    from ingest.outline import OutlineError
+
+    try:
+        mask = make(*args, **kwargs)
+        return msg if mask is None else msg.with_outline(mask)
+    except (OutlineError, GcodeError) as exc:
+        console.print(
+            f"[yellow]outline not sent:[/] {exc} (layer {msg.layer} sent without an outline)"
+        )
+        log.warning("outline not sent", extra={"layer": msg.layer, "error": str(exc)})
+        return msg
 
 
 @contextmanager
@@ -63,11 +108,23 @@ def folder(
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before sending."),
     archive: Path | None = typer.Option(None, help="Move sent files here."),
     once: bool = typer.Option(False, "--once", help="Send what is there, then exit."),
+    outlines: str = typer.Option(
+        "auto",
+        help="Expected outlines beside the images (layer_0042.png + "
+        "layer_0042.outline.png, a 0/1 or 0/255 PNG mask of the image's size): auto = send one "
+        "when it exists; required = also report a missing one; off = never.",
+    ),
+    gcode: Path | None = GCODE,
 ) -> None:
-    """Watch DIRECTORY for layer images (PNG/JPEG) and send each complete file once."""
+    """Watch DIRECTORY for layer images (PNG/JPEG) and send each complete file once, with its
+    expected outline when there is one."""
     from ingest.sources.folder import FolderWatcher
     from layerwatch.core.settings import get_settings
 
+    if outlines not in OUTLINE_MODES:
+        raise typer.BadParameter(f"one of {', '.join(OUTLINE_MODES)}", param_hint="--outlines")
+    from_gcode = _gcode_outlines(gcode)
+    max_pixels = get_settings().max_image_pixels
     ledger = get_settings().home / "ingest" / f"{_safe(printer)}__{_safe(job)}.jsonl"
     watcher = FolderWatcher(directory, ledger, order=order, settle_s=settle, archive=archive)
     next_layer = first_layer + _ledger_count(ledger)
@@ -77,12 +134,29 @@ def folder(
         def send(f) -> None:
             nonlocal next_layer
             msg = _file_message(printer, job, next_layer, f.data)
+            if outlines != "off":
+                msg = _with_outline(msg, _file_outline, f.path, msg, outlines, max_pixels)
+            if from_gcode is not None and msg.outline is None:
+                msg = _with_outline(msg, from_gcode.outline, msg.width, msg.height, layer=msg.layer)
             producer.send(msg)
             producer.flush()  # durable before the ledger says "sent"
             console.print(f"layer {next_layer:5d}  {f.path.name}")
             next_layer += 1
 
         watcher.watch(send, once=once, stop=stop.is_set)
+
+
+def _file_outline(image: Path, msg: LayerMessage, mode: str, max_pixels: int):
+    """The outline file beside ``image`` as a mask, None when there is none (an error when
+    ``mode`` is ``required``)."""
+    from ingest.outline import OutlineError, outline_path, read_outline_file
+
+    path = outline_path(image)
+    if not path.exists():
+        if mode == "required":
+            raise OutlineError(f"{path}: missing (--outlines required)")
+        return None
+    return read_outline_file(path, msg.width, msg.height, max_pixels)
 
 
 def _ledger_count(ledger: Path) -> int:
@@ -122,9 +196,17 @@ def simulate(
     category: str | None = typer.Option(None, help="Simulator category preset."),
     size: int = typer.Option(256, help="Image size in pixels."),
     seed: int = typer.Option(0, help="Random seed of the print."),
+    outline: bool = typer.Option(
+        True,
+        "--outline/--no-outline",
+        help="Send each layer's expected outline (the designed part section, without defects) "
+        "with it, for layer-aware scoring.",
+    ),
+    gcode: Path | None = GCODE,
 ) -> None:
     """Stream a simulated print in real time, one layer every INTERVAL seconds."""
-    from ingest.simulate import DefectEvent, simulate_print
+    from ingest.simulate import DefectEvent, expected_outline, make_renderer, simulate_print
+    from ingest.simulate.categories import resolve_category
 
     try:
         events = [DefectEvent.parse(d) for d in defect]
@@ -133,6 +215,8 @@ def simulate(
     frames = simulate_print(
         layers, events, seed=seed, size=size, process=process, category=category
     )
+    from_gcode = _gcode_outlines(gcode)
+    designed = make_renderer(resolve_category(category, process), seed, size, layers)
     with _producer() as (producer, stop):
         start = time.monotonic()
         for i, frame in enumerate(frames):
@@ -141,9 +225,12 @@ def simulate(
                 break
             if stop.is_set():
                 break
-            producer.send(
-                LayerMessage.from_image(printer, job, frame.layer, frame.image, z_mm=frame.z_mm)
-            )
+            msg = LayerMessage.from_image(printer, job, frame.layer, frame.image, z_mm=frame.z_mm)
+            if from_gcode is not None:
+                msg = _with_outline(msg, from_gcode.outline, msg.width, msg.height, z=frame.z_mm)
+            elif outline:
+                msg = _with_outline(msg, expected_outline, designed, frame.layer)
+            producer.send(msg)
             tag = ", ".join(d["kind"] for d in frame.defects) or "normal"
             console.print(f"layer {frame.layer:5d}  z={frame.z_mm:6.2f} mm  {tag}")
 
@@ -159,6 +246,7 @@ def http(
     ),
     interval: float = typer.Option(2.0, help="Poll period; without --octoprint, snapshot period."),
     max_layers: int | None = typer.Option(None, help="Stop after this many layers."),
+    gcode: Path | None = GCODE,
 ) -> None:
     """Take a webcam snapshot each time the printer starts a new layer (OctoPrint), or every
     INTERVAL seconds without a printer link."""
@@ -172,9 +260,15 @@ def http(
         else IntervalTrigger(interval)
     )
     source = SnapshotSource(url, trigger)
+    from_gcode = _gcode_outlines(gcode)
     with _producer() as (producer, stop):
         for n, (layer, z, data) in enumerate(source.layers(stop)):
-            producer.send(_file_message(printer, job, layer, data).with_z(z))
+            msg = _file_message(printer, job, layer, data).with_z(z)
+            if from_gcode is not None:
+                msg = _with_outline(
+                    msg, from_gcode.outline, msg.width, msg.height, layer=msg.layer, z=z
+                )
+            producer.send(msg)
             console.print(f"layer {layer:5d}  z={z if z is not None else float('nan'):6.2f} mm")
             if max_layers is not None and n + 1 >= max_layers:
                 break

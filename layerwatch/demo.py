@@ -203,11 +203,15 @@ def _stream(opts: DemoOptions, job: str, bootstrap: str, topics, settings, print
 
     from ingest.messages import LayerMessage
     from ingest.producer import LayerProducer
-    from ingest.simulate import DefectEvent, simulate_print
+    from ingest.simulate import DefectEvent, expected_outline, make_renderer, simulate_print
+    from ingest.simulate.categories import resolve_category
 
     defect = DefectEvent(opts.defect, opts.defect_at, opts.severity)
     frames = simulate_print(opts.layers, [defect], seed=opts.seed, size=opts.size,
                             category=opts.category)  # fmt: skip
+    # the slicer's view of the same job: each layer goes out with its expected outline
+    designed = make_renderer(resolve_category(opts.category, "fdm"), opts.seed, opts.size,
+                             opts.layers)  # fmt: skip
     with LayerProducer(bootstrap, settings.max_message_bytes, topics.layers) as producer:
         start = time.monotonic()
         for i, frame in enumerate(frames):
@@ -216,8 +220,10 @@ def _stream(opts: DemoOptions, job: str, bootstrap: str, topics, settings, print
             if not printer.printing():
                 return  # a paused printer prints no more layers
             cv2.imwrite(str(captures / f"{frame.layer:05d}.png"), frame.image)  # the camera's copy
-            producer.send(LayerMessage.from_image(PRINTER, job, frame.layer, frame.image,
-                                                  z_mm=frame.z_mm))  # fmt: skip
+            producer.send(LayerMessage.from_image(
+                PRINTER, job, frame.layer, frame.image, z_mm=frame.z_mm,
+                outline=expected_outline(designed, frame.layer),
+            ))  # fmt: skip
             producer.flush()
             sent.append(frame.layer)
 

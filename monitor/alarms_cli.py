@@ -33,14 +33,15 @@ def list_(
 
     with _engine().connect() as conn:
         rows = repository.list_alarms(conn, state, job, limit)
-    t = Table("id", "printer", "job", "layer", "chart", "level", "rule", "state", "opened",
-              "action")  # fmt: skip
+    t = Table("id", "printer", "job", "layer", "chart", "level", "rule", "fired", "state",
+              "opened", "action")  # fmt: skip
     for r in rows:
         action = "-" if r["action_ok"] is None else ("ok: " if r["action_ok"] else "failed: ")
         action += (r["action_result"] or "")[:50] if r["action_ok"] is not None else ""
         t.add_row(
             str(r["id"]), r["printer"], r["job"], str(r["layer"]), r["chart"], r["level"],
-            r["rule"] or "", r["state"], r["opened_at"].strftime("%Y-%m-%d %H:%M:%S"), action,
+            r["rule"] or "", r["channels"] or "-", r["state"],
+            r["opened_at"].strftime("%Y-%m-%d %H:%M:%S"), action,
         )  # fmt: skip
     console.print(t)
 

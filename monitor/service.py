@@ -235,7 +235,11 @@ class MonitorService(KafkaService):
         if batch.ids is None:
             with self.engine.begin() as conn:
                 repository.upsert_chart_points(conn, batch.points)
-                ids = repository.open_alarms(conn, [_alarm_row(e) for e in batch.events])
+                ids = repository.open_alarms(conn, [
+                    _alarm_row(e) | {"channels": repository.fired_channels(
+                        conn, e.printer, e.job, e.layer)}
+                    for e in batch.events
+                ])  # fmt: skip
                 repository.add_dead_letters(conn, [_dead_row(m, exc) for m, exc in batch.dead])
             batch.ids = ids
         for i, (e, (alarm_id, _new)) in enumerate(zip(batch.events, batch.ids, strict=True)):

@@ -14,6 +14,13 @@ offset ever passes a layer that is not stored. The consumer thread commits them:
 thread that consumes touches the consumer (a synchronous commit from the writer thread, while
 the consumer thread sat in ``consume``, hung for good now and then, and every layer after it
 with it).
+
+References (issue 18): for a method that compares a layer with references
+(``uses_references``), each layer is scored with its job's previous layer (kept by
+:class:`scorer.history.LayerHistory`, also for layers earlier in the same micro-batch, and
+read back from ``layer_images`` after a restart) and the expected outline its message
+carries. A malformed outline is logged, counted and stored with the score
+(``outline_error``); the layer is still scored, by the texture channel.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
-from ingest.messages import LayerMessage
+from ingest.images import ImageError, decode_image, encode_png
+from ingest.messages import RAW, LayerMessage
 from layerwatch.core.health import ServiceMetrics, serve_metrics
 from layerwatch.core.kafka import (
     SCORER_GROUP,
@@ -48,9 +56,10 @@ from layerwatch.core.kafka import (
 )
 from layerwatch.core.retry import Backoff
 from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
+from scorer.history import JobKey, LayerHistory
 from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
-from scorer.methods import Method
+from scorer.methods import LayerReference, Method, score_layers, uses_references
 from storage import db, repository
 from storage.models import ModelRecord
 
@@ -71,6 +80,8 @@ class ServiceConfig:
     store_maps: bool = True
     group: str = SCORER_GROUP
     max_poll_interval_ms: int = 300_000
+    history_layers: int = 2  # previous-layer images kept per job (methods with references)
+    history_jobs: int = 256  # jobs held in memory; the least recently seen is dropped
 
 
 @dataclass
@@ -99,6 +110,7 @@ class ScoredBatch:
     layer_rows: list[dict] = field(default_factory=list)
     score_rows: list[dict] = field(default_factory=list)
     map_rows: list[dict] = field(default_factory=list)
+    image_rows: list[dict] = field(default_factory=list)  # layer_images (the references)
     latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (e2e, model)
     sources: list[Message] = field(default_factory=list)  # the message of each scored row
     stored: bool = False  # the database transaction is committed (a retry skips it)
@@ -125,6 +137,10 @@ class Metrics(ServiceMetrics):
             "layerwatch_model_latency_seconds", "Model time per layer",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2), registry=r,
         )  # fmt: skip
+        self.outline_errors = Counter(
+            "layerwatch_outline_errors", "Layers whose expected outline could not be used "
+            "(scored without it)", registry=r,
+        )  # fmt: skip
         self.batch = Histogram(
             "layerwatch_batch_size", "Layers per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
@@ -144,6 +160,15 @@ class ScorerService(KafkaService):
         self._last_lag = 0.0
         self._writer_error: Exception | None = None
         self._durable: queue.SimpleQueue[Sequence[Message]] = queue.SimpleQueue()
+        self.references = uses_references(model)
+        self.history = LayerHistory(
+            cfg.history_layers if self.references else 0, cfg.history_jobs, self._load_history
+        )
+        if not self.references:
+            log.info(
+                "model uses no references: layers are scored on the image alone",
+                extra={"model": model.model_version},
+            )
         self._register_model()
 
     def _register_model(self) -> None:
@@ -175,12 +200,13 @@ class ScorerService(KafkaService):
                 decoded.append((m, lm, img))
             except MessageError as exc:
                 out.dead.append(DeadLetter(m, exc.field, exc.reason))
-        results = self._score([img for _, _, img in decoded], out, decoded)
+        refs = self._references(decoded)
+        results = self._score(out, decoded, refs)
         now = datetime.now(UTC)
-        score_rows, map_rows, layer_rows = [], [], []
+        score_rows, map_rows, layer_rows, image_rows = [], [], [], []
         latencies: list[tuple[float, float]] = []
         sources = []
-        for (m, lm, img), res in results:
+        for (m, lm, img), res, ref in results:
             sources.append(m)
             e2e_ms = (now - lm.captured_at).total_seconds() * 1000.0
             sm = ScoreMessage(
@@ -189,6 +215,8 @@ class ScorerService(KafkaService):
                 defect_area=float(res.defect_area), model_version=self.model.model_version,
                 latency_ms=float(res.latency_ms), captured_at=lm.captured_at.isoformat(),
                 scored_at=now.isoformat(), largest_area=float(res.largest_area),
+                channel_scores={k: float(v) for k, v in res.channel_scores.items()},
+                fired=tuple(res.fired),
             )  # fmt: skip
             out.scored.append(sm)
             key = {"printer": lm.printer, "job": lm.job, "layer": lm.layer}
@@ -201,7 +229,15 @@ class ScorerService(KafkaService):
                 "f1": sm.f1, "f2": sm.f2, "defect_area": sm.defect_area,
                 "largest_area": sm.largest_area, "latency_ms": sm.latency_ms,
                 "e2e_latency_ms": e2e_ms, "captured_at": lm.captured_at, "scored_at": now,
+                "channel_scores": sm.channel_scores, "fired": ",".join(sm.fired),
+                "outline_error": ref.outline_error if ref is not None else None,
             })  # fmt: skip
+            if self.history.layers:  # the layer's own file (no re-encoding) unless raw
+                raw = lm.content_type == RAW
+                image_rows.append(key | {
+                    "image": encode_png(img) if raw else lm.payload,
+                    "channels": (1 if img.ndim == 2 else 3) if raw else lm.channels,
+                })  # fmt: skip
             if self.cfg.store_maps:
                 png, scale = compress_map(res.anomaly_map)
                 map_rows.append(key | {
@@ -209,7 +245,9 @@ class ScorerService(KafkaService):
                     "height": img.shape[0], "scale": scale, "png": png,
                 })  # fmt: skip
             latencies.append((max(e2e_ms, 0.0) / 1000.0, sm.latency_ms / 1000.0))
-        return ScoredBatch(msgs, out, layer_rows, score_rows, map_rows, latencies, sources=sources)
+        return ScoredBatch(
+            msgs, out, layer_rows, score_rows, map_rows, image_rows, latencies, sources=sources
+        )
 
     def persist(self, batch: ScoredBatch) -> BatchOutcome:
         """Steps 2–3: one database transaction, then the messages with delivery reports."""
@@ -222,6 +260,8 @@ class ScorerService(KafkaService):
                 repository.upsert_layers(conn, layer_rows)
                 repository.upsert_scores(conn, batch.score_rows)
                 repository.upsert_maps(conn, batch.map_rows)
+                if batch.image_rows:
+                    repository.store_layer_images(conn, batch.image_rows, self.history.layers)
                 repository.add_dead_letters(conn, [self._dead_row(d) for d in out.dead])
             batch.stored = True
         if batch.outbox is None:
@@ -259,6 +299,8 @@ class ScorerService(KafkaService):
         batch.sources = [batch.sources[i] for i in keep]
         if batch.map_rows:
             batch.map_rows = [batch.map_rows[i] for i in keep]
+        if batch.image_rows:
+            batch.image_rows = [batch.image_rows[i] for i in keep]
 
     def _fit_channels(self, img: np.ndarray) -> np.ndarray:
         want = self.model.channels
@@ -268,23 +310,72 @@ class ScorerService(KafkaService):
             return np.repeat(img[:, :, None], 3, axis=2)
         return img
 
-    def _score(self, images, out: BatchOutcome, decoded):
-        """Score all images together; if the batch fails, isolate the bad layers one by one."""
-        if not images:
-            return []
+    def _references(self, decoded) -> list[LayerReference] | None:
+        """Each layer's previous layer and expected outline, in message order (a layer's
+        previous may be earlier in this batch); None for a method without references."""
+        if not self.references:
+            return None
+        refs = []
+        for m, lm, img in decoded:
+            outline, error = None, None
+            try:
+                outline = lm.outline_mask(self.cfg.max_image_pixels)
+            except MessageError as exc:
+                error = exc.reason
+                self.metrics.outline_errors.inc()
+                log.warning(
+                    "outline not used: scoring the layer without it",
+                    extra={"printer": lm.printer, "job": lm.job, "layer": lm.layer,
+                           "source": f"{m.topic()}:{m.partition()}:{m.offset()}",
+                           "reason": error},
+                )  # fmt: skip
+            key = (lm.printer, lm.job)
+            refs.append(LayerReference(self.history.previous(key, lm.layer), outline, error))
+            self.history.add(key, lm.layer, img)
+        return refs
+
+    def _load_history(self, key: JobKey, before: int) -> list[tuple[int, np.ndarray]]:
+        """A job's stored layer images below ``before`` (after a restart or an eviction); an
+        unreachable database or a bad image only costs the reference, never the layer."""
         try:
-            return list(zip(decoded, self.model.score_batch(images), strict=True))
+            with self.engine.connect() as conn:
+                stored = repository.recent_layer_images(
+                    conn, key[0], key[1], before, self.history.layers
+                )
+            limit = self.cfg.max_image_pixels
+            return [  # decoded as the scorer decoded the layer's message
+                (n, self._fit_channels(decode_image(data, limit, grayscale=channels == 1)))
+                for n, data, channels in stored
+            ]
+        except (OperationalError, ImageError) as exc:
+            log.warning(
+                "previous layers not read back", extra={"printer": key[0], "job": key[1],
+                                                         "error": str(exc)},
+            )  # fmt: skip
+            return []
+
+    def _score(self, out: BatchOutcome, decoded, refs: list[LayerReference] | None):
+        """Score all images together; if the batch fails, isolate the bad layers one by one.
+        Returns ((message, layer, image), result, reference) triples."""
+        if not decoded:
+            return []
+        refs_or_none = refs if refs is not None else [None] * len(decoded)
+        images = [img for _, _, img in decoded]
+        try:
+            results = score_layers(self.model, images, refs)
+            return list(zip(decoded, results, refs_or_none, strict=True))
         except Exception as batch_exc:
             log.warning(
                 "batch scoring failed, retrying one by one", extra={"error": str(batch_exc)}
             )
-        pairs = []
-        for item in decoded:
+        triples = []
+        for item, ref in zip(decoded, refs_or_none, strict=True):
             try:
-                pairs.append((item, self.model.score_batch([item[2]])[0]))
+                res = score_layers(self.model, [item[2]], None if ref is None else [ref])[0]
+                triples.append((item, res, ref))
             except Exception as exc:
                 out.dead.append(DeadLetter(item[0], None, f"scoring failed: {exc}"))
-        return pairs
+        return triples
 
     @staticmethod
     def _dead_row(d: DeadLetter) -> dict:
@@ -353,7 +444,9 @@ class ScorerService(KafkaService):
         cfg = self.cfg
         server = serve_metrics(self.metrics, cfg.metrics_port, cfg.metrics_host)
         self._consumer = self._new_consumer()
-        self._consumer.subscribe([cfg.topics.layers], on_assign=self._on_assign)
+        self._consumer.subscribe(
+            [cfg.topics.layers], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
         # One batch waits while the writer persists the previous one: bounded memory, and at
         # most two batches replay after a crash.
@@ -383,6 +476,13 @@ class ScorerService(KafkaService):
             log.info("scorer stopped", extra={"batches": batches})
         if self._writer_error is not None:
             raise self._writer_error
+
+    def _on_revoke(self, *_args: object) -> None:
+        """Partitions moved (consumer thread, as every use of the history is)."""
+        jobs, _ = self.history.size
+        if jobs:
+            log.info("partitions revoked: layer history dropped", extra={"jobs": jobs})
+        self.history.clear()
 
     def _hand_over(self, pending: queue.Queue[ScoredBatch | None], batch: ScoredBatch) -> None:
         """Queue a scored batch for the writer; while it waits, commit what became durable."""

@@ -50,6 +50,7 @@ def run(
         metrics_port=s.metrics_port if metrics_port is None else metrics_port,
         metrics_host=s.metrics_host,
         store_maps=not no_maps, max_poll_interval_ms=s.max_poll_interval_ms,
+        history_layers=s.scorer_history_layers, history_jobs=s.scorer_history_jobs,
     )  # fmt: skip
     service = ScorerService(method, cfg)
     service.install_signal_handlers()

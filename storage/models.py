@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,7 +105,29 @@ class Score(Base):
     e2e_latency_ms: Mapped[float | None] = mapped_column(Float)  # captured → score durable
     captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Issue 18 (migration 0003): per-channel scores of a multi-channel method, and the
+    # channels that fired, comma-separated ("texture", "geometry", "texture,geometry", "").
+    channel_scores: Mapped[dict] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb"), nullable=False
+    )
+    fired: Mapped[str] = mapped_column(Text, default="", server_default="", nullable=False)
+    outline_error: Mapped[str | None] = mapped_column(Text)  # why a sent outline was not used
     __table_args__ = (Index("ix_scores_scored_at", "scored_at"),)
+
+
+class LayerImage(Base):
+    """The last layer images of each job (migration 0003): the scorer's previous-layer
+    reference, read back after a restart. ``image`` is the layer message's own file (PNG or
+    JPEG, decoded as ``channels`` says, as the scorer decoded it); the scorer keeps a few per
+    job and deletes older."""
+
+    __tablename__ = "layer_images"
+    printer: Mapped[str] = mapped_column(ID, primary_key=True)
+    job: Mapped[str] = mapped_column(ID, primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    channels: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _created()
 
 
 class AnomalyMap(Base):
@@ -149,6 +172,8 @@ class Alarm(Base):
     layer: Mapped[int] = mapped_column(Integer, nullable=False)
     level: Mapped[str] = mapped_column(String(10), nullable=False)  # warn | stop
     rule: Mapped[str | None] = mapped_column(String(60))
+    # The detector channels that fired on the layers behind the alarm (migration 0003).
+    channels: Mapped[str | None] = mapped_column(String(60))
     state: Mapped[str] = mapped_column(String(20), default="open", nullable=False)
     opened_at: Mapped[datetime] = _created()
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

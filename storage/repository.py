@@ -21,6 +21,7 @@ from storage.models import (
     DeadLetter,
     Job,
     Layer,
+    LayerImage,
     PrintCalibration,
     Printer,
     Score,
@@ -126,6 +127,39 @@ def upsert_maps(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return upsert(conn, AnomalyMap, rows)
 
 
+def store_layer_images(conn: Connection, rows: Sequence[dict[str, Any]], keep: int) -> int:
+    """Upsert layer images (printer, job, layer, image, channels) and delete each job's
+    images older than its ``keep`` highest: the table stays a few rows per job."""
+    n = upsert(conn, LayerImage, rows)
+    t = _table(LayerImage)
+    for printer, job in sorted({(r["printer"], r["job"]) for r in rows}):
+        kept = (
+            select(t.c.layer)
+            .where(t.c.printer == printer, t.c.job == job)
+            .order_by(t.c.layer.desc())
+            .limit(keep)
+        )
+        conn.execute(
+            t.delete().where(t.c.printer == printer, t.c.job == job, t.c.layer.not_in(kept))
+        )
+    return n
+
+
+def recent_layer_images(
+    conn: Connection, printer: str, job: str, before: int, limit: int
+) -> list[tuple[int, bytes, int]]:
+    """A job's stored layer images below layer ``before``, highest first (at most ``limit``):
+    (layer, image file bytes, channels)."""
+    t = _table(LayerImage)
+    rows = conn.execute(
+        select(t.c.layer, t.c.image, t.c.channels)
+        .where(t.c.printer == printer, t.c.job == job, t.c.layer < before)
+        .order_by(t.c.layer.desc())
+        .limit(limit)
+    )
+    return [(int(r.layer), bytes(r.image), int(r.channels)) for r in rows]
+
+
 def upsert_chart_points(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return upsert(conn, ChartPoint, rows)
 
@@ -142,6 +176,23 @@ def job_scores(conn: Connection, printer: str | None, job: str) -> list[dict[str
     if printer is not None:
         q = q.where(t.c.printer == printer)
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+ALARM_CHANNEL_LAYERS = 5  # the alarm's layer and the 4 before: the layers that triggered it
+
+
+def fired_channels(conn: Connection, printer: str, job: str, layer: int) -> str | None:
+    """The detector channels that fired on the layers behind an alarm at ``layer`` (it and
+    the ``ALARM_CHANNEL_LAYERS - 1`` before), comma-separated and sorted; None if none did."""
+    t = _table(Score)
+    rows = conn.execute(
+        select(t.c.fired).where(
+            t.c.printer == printer, t.c.job == job,
+            t.c.layer.between(layer - ALARM_CHANNEL_LAYERS + 1, layer),
+        )
+    )  # fmt: skip
+    names = {c for (fired,) in rows for c in (fired or "").split(",") if c}
+    return ",".join(sorted(names)) or None
 
 
 def open_alarms(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:

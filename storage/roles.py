@@ -42,3 +42,7 @@ def grant_roles(conn: Connection) -> None:
     conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{WRITER_ROLE}"'))
     # The writer must not touch Alembic's bookkeeping.
     conn.execute(text(f'REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM "{WRITER_ROLE}"'))
+    # Layer images are the scorer's working data (camera frames), not something dashboards
+    # show: kept from Grafana here, so a later migration's grants do not open them again.
+    if conn.execute(text("SELECT to_regclass('public.layer_images')")).scalar() is not None:
+        conn.execute(text(f'REVOKE SELECT ON layer_images FROM "{READER_ROLE}"'))

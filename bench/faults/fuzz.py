@@ -4,9 +4,11 @@ Layer messages (for the scorer): truncated and bit-flipped PNG and JPEG, decompr
 missing and wrong headers, wrong contract versions, absurd sizes, payloads that are no image,
 bad printer and job ids, layers older than a layer their job already has. Score messages (for
 the monitor): NaN and infinite numbers, missing fields, wrong types, wrong contract versions,
-no JSON. ``case(kind, rng)`` makes one; ``cases(n, seed)`` a mix of all kinds. The test suite
-draws them with Hypothesis; ``python -m bench.fuzz`` streams a thousand and more through the
-running services.
+no JSON, broken per-channel scores (score/2). A malformed expected outline (layer/2) is not
+here: it is no reason to refuse the layer, which is scored without it (tests/ingest/
+test_fuzz.py draws those). ``case(kind, rng)`` makes one; ``cases(n, seed)`` a mix of all
+kinds. The test suite draws them with Hypothesis; ``python -m bench.fuzz`` streams a thousand
+and more through the running services.
 
 Not in here: a bit flipped in a JPEG's compressed pixels. JPEG carries no checksum, so such a
 file decodes to an image with wrong pixels and no decoder can tell (measured: 283 of 300
@@ -156,7 +158,7 @@ def _non_utf8_header(rng: random.Random) -> Case:
 
 def _wrong_version(rng: random.Random) -> Case:
     m = _good(rng)
-    value = rng.choice([b"layer/2", b"layer/0", b"score/1", b"layer/x", b"", b"layer"])
+    value = rng.choice([b"layer/3", b"layer/0", b"score/1", b"layer/x", b"", b"layer"])
     return Case(_bad(m, "wrong_version", headers=_set(m, "lw-schema", value)), "layers",
                 ("lw-schema",))  # fmt: skip
 
@@ -262,7 +264,24 @@ def _score_wrong(rng: random.Random) -> Case:
         return _score_case(rng.choice([b"{not json", b"[1,2]", b"", b"\xff"]), "score_not_json",
                            ("value",))  # fmt: skip
     return _score_case(obj, "score_wrong_version", ("lw-schema",),
-                       schema=rng.choice([b"score/2", b"layer/1", b"score/"]))  # fmt: skip
+                       schema=rng.choice([b"score/3", b"layer/1", b"score/"]))  # fmt: skip
+
+
+def _score_channels(rng: random.Random) -> Case:
+    """score/2's channel fields broken: a NaN or non-number channel score, a channel map that
+    is no object, a ``fired`` that is no list of names."""
+    obj = _score(rng)
+    choice = rng.randrange(4)
+    if choice == 0:
+        obj["channel_scores"] = {"texture": 0.1, "geometry": rng.choice(["high", None, [1]])}
+    elif choice == 1:
+        obj["channel_scores"] = rng.choice([[0.1, 0.2], "texture", 3.0])
+    elif choice == 2:
+        obj["channel_scores"] = {"geometry": float("nan")}
+    else:
+        obj["fired"] = rng.choice(["geometry", [1, 2], [""], {"texture": True}])
+        return _score_case(obj, "score_channels", ("fired",), schema=b"score/2")
+    return _score_case(obj, "score_channels", ("channel_scores",), schema=b"score/2")
 
 
 KINDS: dict[str, Callable[[random.Random], Case]] = {
@@ -283,6 +302,7 @@ KINDS: dict[str, Callable[[random.Random], Case]] = {
     "layer_out_of_order": _out_of_order,
     "score_nan": _score_nan,
     "score_wrong": _score_wrong,
+    "score_channels": _score_channels,
 }
 
 

@@ -1,5 +1,9 @@
 """Watch a folder where camera software drops layer images.
 
+An image's expected outline (issue 18) lies beside it as ``<name>.outline.png``
+(``layer_0042.png`` + ``layer_0042.outline.png``); outline files are never layers themselves,
+and one is archived with its image.
+
 A file is sent once it has stopped changing (same size and mtime over ``settle_s``), in name
 or mtime order, and never twice: the SHA-256 of every sent file is remembered in a JSON-lines
 ledger in the state directory, so a restart or a re-copied file does not resend it.
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.images import ImageError, image_size
+from ingest.outline import is_outline_file, outline_path
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ class FolderWatcher:
         files = [
             p for p in self.folder.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            and not is_outline_file(p)
         ]  # fmt: skip
         if self.order == "mtime":
             return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
@@ -112,9 +118,11 @@ class FolderWatcher:
             st = f.path.stat()
             self._forget(f.path, st.st_size, st.st_mtime)
         if self.archive is not None:
-            dest = self.archive / f.path.relative_to(self.folder)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(f.path), dest)
+            for src in (f.path, outline_path(f.path)):
+                if src.exists():
+                    dest = self.archive / src.relative_to(self.folder)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(src), dest)
 
     def watch(
         self, send: Callable[[ReadyFile], None], once: bool, poll_s: float = 0.5,

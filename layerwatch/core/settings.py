@@ -89,6 +89,27 @@ class Settings(BaseSettings):
         "machine only).",
     )
 
+    scorer_history_layers: int = Field(
+        2,
+        ge=0,
+        description="Layer images the scorer keeps per job as references (the "
+        "previous layer); 0 = none.",
+    )
+    scorer_history_jobs: int = Field(
+        256,
+        ge=1,
+        description="Jobs whose last layers the scorer keeps in memory (least "
+        "recently seen evicted; read back from the database when seen again).",
+    )
+    gcode_homography: (
+        tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
+        | None
+    ) = Field(
+        None,
+        description="3x3 homography from bed mm (x, y, 1) to camera pixels (column, "
+        "row, 1), row-major, for outlines rendered from G-code (`ingest ... --gcode`).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

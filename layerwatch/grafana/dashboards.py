@@ -279,7 +279,15 @@ def job_dashboard() -> DashboardSpec:
         "time_series",
         "Model time for the layer, and capture → score stored (end to end).",
     ).unit("ms")
-    d = d.with_row(db.Row("Scorer")).with_panel(score).with_panel(latency)
+    fired = _table(
+        "Layers flagged, by channel",
+        sql.fired_layers(),
+        "Layers a detector channel flagged: texture (RADAR) or geometry (the layer compared "
+        "with the previous layer and the expected outline), with each channel's score. Empty "
+        "for a model without references.",
+        width=24,
+    )
+    d = d.with_row(db.Row("Scorer")).with_panel(score).with_panel(latency).with_panel(fired)
     return DashboardSpec(d, {"Alarms": sql.alarm_annotations()})
 
 

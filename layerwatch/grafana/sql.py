@@ -97,7 +97,8 @@ def job_summary(f: JobFilter = GRAFANA_JOB) -> str:
 def alarm_table(f: JobFilter = GRAFANA_JOB) -> str:
     """Alarms with their state and the newest action attempt's outcome."""
     return (
-        "SELECT a.opened_at AS opened, a.layer, a.chart, a.level, a.rule, a.state,\n"
+        "SELECT a.opened_at AS opened, a.layer, a.chart, a.level, a.rule,\n"
+        '  a.channels AS "channels fired", a.state,\n'
         '  a.acknowledged_by AS "acknowledged by", a.resolved_at AS resolved,\n'
         "  act.target || ' ' || act.command AS action, act.attempts,\n"
         '  act.ok AS "action ok", act.status_code AS status, act.result AS "action result"\n'
@@ -110,6 +111,20 @@ def alarm_table(f: JobFilter = GRAFANA_JOB) -> str:
         ") act ON true\n"
         f"WHERE {f.on('a')}\n"
         "ORDER BY a.layer, a.id"
+    )
+
+
+def fired_layers(f: JobFilter = GRAFANA_JOB) -> str:
+    """Layers a detector channel flagged (issue 18): which channel(s), and each channel's
+    score on the scale of its own threshold (texture = RADAR, geometry = the layer-aware
+    channel)."""
+    return (
+        'SELECT s.layer, s.captured_at AS captured, s.fired AS "channels fired", s.score,\n'
+        "  (s.channel_scores->>'texture')::float AS texture,\n"
+        "  (s.channel_scores->>'geometry')::float AS geometry\n"
+        f"FROM ({latest_scores(f)}) s\n"
+        "WHERE s.fired <> ''\n"
+        "ORDER BY s.layer"
     )
 
 

@@ -43,6 +43,7 @@ class WorstLayer:
     model_version: str
     captured_at: datetime
     map: np.ndarray | None  # the anomaly map, if the scorer stored one
+    fired: str = ""  # the detector channels that flagged the layer ("texture,geometry")
 
 
 @dataclass
@@ -139,6 +140,7 @@ def _worst(conn: Connection, params: dict[str, str], n: int) -> list[WorstLayer]
             r["model_version"],
             r["captured_at"],
             decompress_map(r["png"], r["scale"]) if r["png"] is not None else None,
+            r.get("fired") or "",
         )
         for r in rows
     ]

@@ -97,7 +97,10 @@ def _action(a: dict[str, Any]) -> str:
 def _alarms(r: JobReport) -> str:
     if not r.alarms:
         return '<p class="none">No alarm during this job.</p>'
-    columns = ("layer", "chart", "level", "rule", "state", "opened", "handled", "actions")
+    columns = (
+        "layer", "chart", "level", "rule", "channels fired", "state", "opened", "handled",
+        "actions",
+    )  # fmt: skip
     head = "".join(f"<th>{h}</th>" for h in columns)
     rows = []
     for a in r.alarms:
@@ -116,7 +119,8 @@ def _alarms(r: JobReport) -> str:
         )
         rows.append(
             f"<tr><td>{a['layer']}</td><td>{escape(a['chart'])}</td><td>{_badge(a['level'])}</td>"
-            f"<td>{escape(a['rule'] or '')}</td><td>{_badge(a['state'])}</td>"
+            f"<td>{escape(a['rule'] or '')}</td><td>{escape(a.get('channels') or '–')}</td>"
+            f"<td>{_badge(a['state'])}</td>"
             f"<td>{_time(a['opened_at'])}</td><td>{'<br>'.join(handled)}</td><td>{actions}</td></tr>"
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

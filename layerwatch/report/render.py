@@ -27,7 +27,9 @@ def _layer_image(pattern: str | None, layer: int) -> np.ndarray | None:
 def _caption(w: WorstLayer) -> str:
     return (
         f"layer {w.layer}: score {w.score:.4g}, defect area {w.defect_area:.2%} of the layer, "
-        f"largest cluster {w.largest_area:,.0f} px ({w.model_version})"
+        f"largest cluster {w.largest_area:,.0f} px"
+        + (f", fired: {w.fired.replace(',', ', ')}" if w.fired else "")
+        + f" ({w.model_version})"
     )
 
 

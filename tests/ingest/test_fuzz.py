@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,3 +77,44 @@ def test_a_flipped_jpeg_bit_decodes_or_is_refused_but_never_crashes(seed: int) -
         assert img.shape == (32, 32)
     except MessageError as exc:
         assert exc.reason.strip()
+
+
+OUTLINE_PREFIXES = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n"])
+
+
+@FAST
+@given(outline=st.binary(max_size=300), prefix=OUTLINE_PREFIXES, schema=st.sampled_from([1, 2]))
+def test_a_malformed_outline_costs_the_outline_never_the_layer(outline, prefix, schema) -> None:
+    """layer/2's outline header, fuzzed: the layer still decodes with its image; the outline
+    is a 0/1 mask of the image's size or a MessageError naming ``outline``. A layer/1 record
+    never has one."""
+    good = LayerMessage.from_image("p0", "j", 3, np.full((32, 32), 7, np.uint8))
+    headers = [
+        (k, f"layer/{schema}".encode() if k == "lw-schema" else v) for k, v in good.headers()
+    ]
+    m = LayerMessage.decode(good.key, good.payload, [*headers, ("outline", prefix + outline)])
+    assert m.image(MAX_PIXELS).shape == (32, 32)
+    if schema == 1:
+        assert m.outline is None and m.outline_mask(MAX_PIXELS) is None
+        return
+    try:
+        mask = m.outline_mask(MAX_PIXELS)
+        assert mask is not None and mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1}
+    except MessageError as exc:
+        assert exc.field == "outline" and exc.reason.strip()
+
+
+@FAST
+@given(data=st.data())
+def test_score_messages_round_trip_their_channels(data) -> None:
+    names = st.text(min_size=1, max_size=12)
+    scores = data.draw(st.dictionaries(names, st.floats(allow_nan=False, allow_infinity=False),
+                                       max_size=4))  # fmt: skip
+    fired = tuple(data.draw(st.lists(names, max_size=3)))
+    sm = ScoreMessage(
+        printer="p", job="j", layer=1, score=0.5, anomalous=bool(fired), f1=1.0, f2=2.0,
+        defect_area=0.0, model_version="m", latency_ms=1.0,
+        captured_at="2026-01-01T00:00:00+00:00", scored_at="2026-01-01T00:00:01+00:00",
+        channel_scores=scores, fired=fired,
+    )  # fmt: skip
+    assert ScoreMessage.decode(sm.encode(), sm.headers()) == sm

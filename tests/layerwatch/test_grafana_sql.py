@@ -133,6 +133,9 @@ def fill_sample(url: str) -> Sample:
             "e2e_latency_ms": 850.0 + 10.0 * (i % 7),
             "captured_at": captured[i],
             "scored_at": captured[i] + timedelta(seconds=0.9),
+            # issue 18: a layer-aware model's channels; geometry fires from the shift on
+            "channel_scores": {"texture": float(z[i]) / 3, "geometry": 1.5 * (i >= SHIFT_AT)},
+            "fired": "geometry" if i >= SHIFT_AT else "",
         }
         scores.append(row)
         layers.append(
@@ -271,6 +274,7 @@ def _write(
                         "layer": first["cusum"],
                         "level": "stop",
                         "rule": "h_stop",
+                        "channels": "geometry",
                         "state": "open",
                         "opened_at": captured[first["cusum"]] + timedelta(seconds=2),
                     },
@@ -488,6 +492,13 @@ def test_job_dashboard_queries_as_the_grafana_role(sample: tuple[str, Sample]) -
     ) == ("octoprint pause", 2, True, 204, "paused")
     warn = next(r for r in rows if r["level"] == "warn")
     assert warn["acknowledged by"] == "ana" and warn["action"] is None
+    assert (stop["channels fired"], warn["channels fired"]) == ("geometry", None)
+
+    fired = res["panel", "Layers flagged, by channel"]
+    assert fired.columns == ["layer", "captured", "channels fired", "score", "texture", "geometry"]
+    assert fired.col("layer") == [x["layer"] for x in s.scores if x["fired"]]
+    assert set(fired.col("channels fired")) == {"geometry"}
+    assert _close(fired.col("geometry"), [1.5] * (N_LAYERS - SHIFT_AT))
 
     notes = res["annotation", "Alarms"]
     assert notes.columns == ["time", "timeend", "text", "tags"]

@@ -95,7 +95,9 @@ def test_report_of_the_sample_job(sample, tmp_path: Path) -> None:
     p95 = float(np.percentile([x["latency_ms"] for x in summary], 95))
     assert f"{p95:,.1f} ms model latency p95" in text
 
-    assert "cusum stop h_stop open" in text and "ewma warn upper acknowledged" in text
+    # the channels that fired on the alarm's layers (issue 18): geometry for the stop, none
+    assert "cusum stop h_stop geometry open" in text and "ewma warn upper – acknowledged" in text
+    assert "channels fired" in text and "fired: geometry" in text
     assert "octoprint pause #1 failed (503) octoprint answered 503: busy" in text
     assert "octoprint pause #2 ok (204) paused" in text
     assert "acknowledged by ana" in text

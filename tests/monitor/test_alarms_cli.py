@@ -25,7 +25,7 @@ def test_alarm_lifecycle(migrated_database: tuple[str, str]) -> None:
     with db.make_engine(url).begin() as conn:
         [(alarm_id, new)] = repository.open_alarms(conn, [{
             "printer": "p1", "job": "j1", "chart": "cusum", "episode": 1, "layer": 31,
-            "level": "stop", "rule": "h_stop", "state": "open",
+            "level": "stop", "rule": "h_stop", "state": "open", "channels": "geometry",
         }])  # fmt: skip
         repository.record_actions(conn, [{
             "alarm_id": alarm_id, "target": "octoprint", "command": "pause", "request": {},
@@ -35,6 +35,7 @@ def test_alarm_lifecycle(migrated_database: tuple[str, str]) -> None:
     res = _cli(url, "list", "--state", "open")
     assert res.returncode == 0, res.stderr
     assert "cusum" in res.stdout and "ok: ok" in res.stdout
+    assert "fired" in res.stdout and "geometry" in res.stdout  # the channel behind the alarm
     assert _cli(url, "ack", str(alarm_id), "--by", "ana").returncode == 0
     assert "acknowledged" in _cli(url, "list").stdout
     again = _cli(url, "ack", str(alarm_id))

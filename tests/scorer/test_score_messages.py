@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import asdict
 
@@ -46,8 +47,34 @@ def test_bad_field_is_named(field: str, value: object) -> None:
 
 
 def test_wrong_schema_version() -> None:
-    with pytest.raises(MessageError, match="unsupported score version 2"):
-        ScoreMessage.decode(GOOD.encode(), [("lw-schema", b"score/2")])
+    with pytest.raises(MessageError, match="unsupported score version 3"):
+        ScoreMessage.decode(GOOD.encode(), [("lw-schema", b"score/3")])
+
+
+def test_score_2_carries_the_channels_and_score_1_is_still_read() -> None:
+    two = dataclasses.replace(
+        GOOD, channel_scores={"texture": 0.4, "geometry": 2.5}, fired=("geometry",)
+    )
+    assert two.headers() == [("lw-schema", b"score/2")]
+    assert ScoreMessage.decode(two.encode(), two.headers()) == two
+    old = {k: v for k, v in asdict(GOOD).items() if k not in ("channel_scores", "fired")}
+    got = ScoreMessage.decode(json.dumps(old).encode(), [("lw-schema", b"score/1")])
+    assert got == GOOD and got.channel_scores == {} and got.fired == ()
+    # score/1 has no such fields: a producer's extra ones are ignored, as unknown fields are
+    extra = ScoreMessage.decode(two.encode(), [("lw-schema", b"score/1")])
+    assert extra.channel_scores == {} and extra.fired == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("channel_scores", {"geometry": "high"}), ("channel_scores", [1.0]),
+     ("channel_scores", {"": 1.0}), ("fired", "geometry"), ("fired", [3])],
+)  # fmt: skip
+def test_bad_channel_fields_are_named(field: str, value: object) -> None:
+    obj = asdict(GOOD) | {field: value}
+    with pytest.raises(MessageError) as info:
+        ScoreMessage.decode(json.dumps(obj).encode(), GOOD.headers())
+    assert info.value.field == field
 
 
 @settings(max_examples=300, deadline=None)

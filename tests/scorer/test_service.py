@@ -1,8 +1,10 @@
 """The scorer service against the real broker and database: exactly-once effects, dead letters,
-a SIGKILL mid-stream, and two scorers sharing a consumer group."""
+a SIGKILL mid-stream, two scorers sharing a consumer group, and layer-aware scoring (issue 18):
+references (previous layer, outline) reaching the method, across a restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,7 +26,7 @@ from layerwatch.core.kafka import consumer_config, ensure_topics
 from layerwatch.core.topics import Topics
 from scorer.device import pick_device
 from scorer.messages import ScoreMessage
-from scorer.methods import load_model
+from scorer.methods import LayerReference, ScoreResult, load_model
 from scorer.service import ScorerService, ServiceConfig
 from storage import db
 
@@ -305,3 +307,118 @@ def test_repeated_and_late_layers(
     with db.make_engine(endpoints.database_url).connect() as conn:
         dead = conn.execute(text("SELECT field, reason FROM dead_letters")).one()
     assert dead.field == "layer" and "layer 1 of p0/job-order arrived after layer 3" in dead.reason
+
+
+# ---------------------------------------------------------------- layer-aware scoring (issue 18)
+# The method is a test double: the tiny RADAR model, wrapped to record the references it was
+# given and to report a made-up second channel from them (the real geometry channel is the
+# other half of issue 18).
+
+
+class RecordingMethod:
+    """Delegates to a real model; records (image, reference) per call; its "geometry" channel
+    is the mean difference from the previous layer, and fires when there is one."""
+
+    uses_references = True
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seen: list[tuple[np.ndarray, LayerReference]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def score_batch(self, images, references) -> list[ScoreResult]:
+        out = []
+        for img, ref, res in zip(images, references, self.inner.score_batch(images), strict=True):
+            self.seen.append((img, ref))
+            diff = (
+                None
+                if ref.previous is None
+                else float(np.abs(img - ref.previous.astype(float)).mean())
+            )
+            out.append(dataclasses.replace(
+                res, channel_scores={"texture": res.score, "geometry": diff or 0.0},
+                fired=("geometry",) if diff else (),
+            ))  # fmt: skip
+        return out
+
+
+def _run_until(service: ScorerService, until) -> None:
+    th = threading.Thread(target=service.run, daemon=True)
+    th.start()
+    try:
+        until()
+    finally:
+        service.stop_event.set()
+        th.join(30)
+
+
+def test_references_reach_the_method_and_survive_a_restart(
+    make_texture, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 1)
+    job, rng = "job-refs", np.random.default_rng(3)
+    images = [make_texture(rng) for _ in range(4)]
+    mask = np.zeros(images[0].shape, np.uint8)
+    mask[8:24, 8:24] = 1
+    msgs = [LayerMessage.from_image("p0", job, n, im, outline=mask) for n, im in enumerate(images)]
+    msgs[1] = dataclasses.replace(msgs[1], outline=b"not a png")
+    _produce(endpoints, topics, msgs[:3])  # one micro-batch (batch_size 4)
+    cfg = _config(endpoints, topics, history_layers=2, max_wait_ms=1500)
+    model = load_model(tiny_model_dir, pick_device("cpu"))
+
+    first = ScorerService(RecordingMethod(model), cfg)
+    _run_until(first, lambda: _wait_rows(endpoints, job, 3))
+    seen = first.model.seen
+    assert len(seen) == 3
+    assert seen[0][1].previous is None
+    for n in (1, 2):  # the previous layer, though it came in the same batch
+        assert np.array_equal(seen[n][1].previous, images[n - 1])
+    assert np.array_equal(seen[0][1].outline, mask) and seen[0][1].outline_error is None
+    assert seen[1][1].outline is None and "not a PNG" in seen[1][1].outline_error
+    assert first.metrics.outline_errors._value.get() == 1
+
+    _produce(endpoints, topics, msgs[3:])
+    second = ScorerService(RecordingMethod(model), cfg)  # a restart: an empty memory
+    _run_until(second, lambda: _wait_rows(endpoints, job, 4))
+    assert len(second.model.seen) == 1
+    assert np.array_equal(second.model.seen[0][1].previous, images[2])  # read back
+
+    with db.make_engine(endpoints.database_url).connect() as conn:
+        rows = conn.execute(
+            text("SELECT layer, fired, channel_scores, outline_error FROM scores "
+                 "WHERE job = :j ORDER BY layer"), {"j": job},
+        ).all()  # fmt: skip
+    assert [r.layer for r in rows] == [0, 1, 2, 3]  # layer 1 scored despite its outline
+    assert [r.fired for r in rows] == ["", "geometry", "geometry", "geometry"]
+    assert set(rows[2].channel_scores) == {"texture", "geometry"}
+    assert rows[1].outline_error.startswith("not a PNG")
+    assert [r.outline_error for r in rows if r.layer != 1] == [None, None, None]
+    stored = _count(endpoints, "SELECT count(*) FROM layer_images WHERE job = :j", j=job)
+    assert stored == 2  # bounded: the last 2 layers of the job
+    score_msgs = sorted(_score_messages(endpoints, topics, job, 4), key=lambda m: m.layer)
+    assert [m.fired for m in score_msgs][-1] == ("geometry",)
+    assert score_msgs[-1].channel_scores["geometry"] > 0
+
+
+def test_a_method_without_references_stores_no_layer_images(
+    make_texture, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 1)
+    job, rng = "job-plain", np.random.default_rng(4)
+    mask = np.ones((32, 32), np.uint8)
+    _produce(endpoints, topics, [
+        LayerMessage.from_image("p0", job, n, make_texture(rng), outline=mask) for n in range(2)
+    ])  # fmt: skip
+    service = ScorerService(
+        load_model(tiny_model_dir, pick_device("cpu")), _config(endpoints, topics)
+    )
+    assert not service.references
+    _run_until(service, lambda: _wait_rows(endpoints, job, 2))
+    assert (
+        _count(endpoints, "SELECT count(*) FROM scores WHERE job = :j AND fired = ''", j=job) == 2
+    )
+    assert _count(endpoints, "SELECT count(*) FROM layer_images") == 0

@@ -95,3 +95,47 @@ def test_writer_role_cannot_change_the_schema(migrated_database: tuple[str, str]
     url, _ = migrated_database
     with db.make_engine(url).begin() as conn, pytest.raises(ProgrammingError):
         conn.execute(text("DROP TABLE scores"))
+
+
+def test_layer_images_are_trimmed_per_job_and_hidden_from_grafana(
+    migrated_database: tuple[str, str],
+) -> None:
+    url, _ = migrated_database
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        for n in range(5):  # one batch per layer, as the scorer writes them
+            repository.store_layer_images(
+                conn,
+                [
+                    {"printer": "p", "job": j, "layer": n, "image": bytes([n]), "channels": 1}
+                    for j in "ab"
+                ],
+                2,
+            )
+        repository.store_layer_images(conn, [{"printer": "p", "job": "a", "layer": 1,
+                                              "image": b"replayed", "channels": 1}], 2)  # fmt: skip
+    with engine.connect() as conn:
+        assert [n for n, *_ in repository.recent_layer_images(conn, "p", "a", 10, 5)] == [4, 3]
+        assert repository.recent_layer_images(conn, "p", "b", 4, 5) == [(3, b"\x03", 1)]
+    reader = create_engine(make_url(url).set(username=READER_ROLE))
+    try:
+        with reader.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text("SELECT count(*) FROM layer_images"))
+    finally:
+        reader.dispose()
+
+
+def test_an_alarm_records_the_channels_that_fired_on_its_layers(
+    migrated_database: tuple[str, str],
+) -> None:
+    url, _ = migrated_database
+    engine = db.make_engine(url)
+    fired = {3: "texture", 6: "geometry", 8: "texture,geometry", 9: ""}
+    with engine.begin() as conn:
+        repository.register_jobs(conn, [("p", "j")])
+        repository.upsert_scores(conn, [_score(n, 0.5) | {"fired": fired.get(n, "")}
+                                        for n in range(12)])  # fmt: skip
+        assert repository.fired_channels(conn, "p", "j", 9) == "geometry,texture"  # layers 5-9
+        assert repository.fired_channels(conn, "p", "j", 7) == "geometry,texture"  # 3-7
+        assert repository.fired_channels(conn, "p", "j", 2) is None
+        assert repository.fired_channels(conn, "p", "other", 9) is None
