@@ -329,14 +329,18 @@ class Rig:
         if done.returncode != 0:
             self._disk_dir.rmdir()
             return None
-        pw = pwd.getpwnam(PG_SYSTEM_USER)
-        (self._disk_dir / "pg").mkdir()
-        os.chown(self._disk_dir / "pg", pw.pw_uid, pw.pw_gid)
-        self._admin(
-            f"CREATE TABLESPACE lw_small LOCATION '{self._disk_dir / 'pg'}'",
-            *(f"ALTER TABLE {t} SET TABLESPACE lw_small" for t in FULL_DISK_TABLES),
-            *(f"ALTER TABLE {t} SET (fillfactor = 10)" for t in FULL_DISK_TABLES),
-        )
+        try:
+            pw = pwd.getpwnam(PG_SYSTEM_USER)
+            (self._disk_dir / "pg").mkdir()
+            os.chown(self._disk_dir / "pg", pw.pw_uid, pw.pw_gid)
+            self._admin(
+                f"CREATE TABLESPACE lw_small LOCATION '{self._disk_dir / 'pg'}'",
+                *(f"ALTER TABLE {t} SET TABLESPACE lw_small" for t in FULL_DISK_TABLES),
+                *(f"ALTER TABLE {t} SET (fillfactor = 10)" for t in FULL_DISK_TABLES),
+            )
+        except BaseException:  # no mount outlives the rig
+            subprocess.run(["umount", "-l", str(self._disk_dir)], capture_output=True)
+            raise
         return f"tmpfs of {size}"
 
     def _disk_full_trigger(self, full: bool) -> None:

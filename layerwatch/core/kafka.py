@@ -6,6 +6,7 @@ The settings follow KAFKA.md: they hold for real Kafka and for the embedded Tans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -300,16 +301,27 @@ class ResendingProducer:
             extra={"error": reason, "unconfirmed": len(self._unconfirmed)},
         )
         old, self._producer = self._producer, self._make()
-        old.purge()
-        old.flush(0)  # the purged messages' reports (ignored), before they go out again
-        old.close()
-        self.renewals += 1
+        self.renewals += 1  # from here on, the old client's failure reports are ignored
+        with contextlib.suppress(SystemError, KafkaException, RuntimeError):
+            old.purge()
+            old.flush(0)  # the purged messages' reports, before they go out again
+            old.close()
         for seq, it in list(self._unconfirmed.items()):
             it.state = "new"
             self._send(seq, it)
 
+    def _serve(self, call: Callable[[float], object], timeout: float) -> None:
+        """Run the client's poll or flush. Once, mid-way through a broker restart, the client's
+        flush failed with 'returned NULL without setting an exception' (a SystemError from
+        the binding, cause not found): the client is then treated as dead and replaced, its
+        unconfirmed messages sent again, rather than the stream stopping."""
+        try:
+            call(timeout)
+        except (SystemError, KafkaException) as exc:
+            self._renew = self._renew or f"{type(exc).__name__}: {exc}"
+
     def poll(self, timeout: float = 0.0) -> None:
-        self._producer.poll(timeout)
+        self._serve(self._producer.poll, timeout)
         self._renew_if_dead()
 
     def flush(self, timeout: float = 300.0, log_every: float = 10.0) -> int:
@@ -319,7 +331,7 @@ class ResendingProducer:
         deadline = time.monotonic() + timeout
         next_note, waited = time.monotonic() + log_every, False
         while self._unconfirmed and (left := deadline - time.monotonic()) > 0:
-            self._producer.flush(min(left, 1.0))
+            self._serve(self._producer.flush, min(left, 1.0))
             self._renew_if_dead()
             if self._unconfirmed and time.monotonic() >= next_note:
                 next_note, waited = time.monotonic() + log_every, True
