@@ -49,7 +49,15 @@ def images(make_texture: Callable, make_blob: Callable) -> list[np.ndarray]:
     return [*clean, make_blob(clean[0])[0], make_texture(rng, 40)]
 
 
-@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "eager"])
+# torch.compile takes minutes on 2 shared cores, even for the tiny model: a slow test
+ENGINES = [
+    pytest.param(b, marks=pytest.mark.slow) if b == "compile" else b
+    for b in BACKENDS
+    if b != "eager"
+]
+
+
+@pytest.mark.parametrize("name", ENGINES)
 def test_backend_scores_match_eager(
     tiny_model: RadarScorer, images: list[np.ndarray], name: str
 ) -> None:
