@@ -214,8 +214,8 @@ def run(
             start = time.perf_counter()
             scorers[name] = with_backend(base, name)
             print(f"{name}: ready in {time.perf_counter() - start:.1f} s", flush=True)
-        except (BackendUnavailableError, RuntimeError) as e:
-            skipped[name] = str(e)
+        except (BackendUnavailableError, RuntimeError, ValueError) as e:
+            skipped[name] = f"{type(e).__name__}: {e}"
     fpp = flops_per_patch(base.model)
     peak = peak_gflops(device)
     rows: list[BenchRow] = []

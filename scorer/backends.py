@@ -253,13 +253,36 @@ def quantize_int8(onnx_bytes: bytes) -> bytes:
         raise BackendUnavailableError("backend 'onnxruntime-int8' needs onnxruntime") from e
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(onnx_bytes)
+        src.write_bytes(_inline_identities(onnx_bytes))
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_dynamic(
                 src, dst, weight_type=QuantType.QUInt8, op_types_to_quantize=["Conv", "MatMul"]
             )
         return dst.read_bytes()
+
+
+def _inline_identities(onnx_bytes: bytes) -> bytes:
+    """Replace ``Identity(initializer)`` nodes by a copy of the initializer: the exporter shares
+    equal weights (e.g. zero-initialised convolutions) that way, and the quantiser needs every
+    convolution's weight to be an initializer of its own."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return proto.SerializeToString()
 
 
 class OpenVinoBackend:
