@@ -245,6 +245,8 @@ def run(
         for r in rows:
             if r.size == size and eager is not None:
                 r.eager_layers_per_s = eager.layers_per_s
+            if r.size == size:  # as soon as measured: a long run on a busy machine shows progress
+                print(row_line(r, fpp), flush=True)
         if size == sizes[0] and "eager" in scorers:
             stages = stage_breakdown(scorers["eager"], images[0])
     return Result(rows, skipped, count_parameters(base.model), fpp, peak, stages)
@@ -279,6 +281,15 @@ def main() -> None:
     print(report(res, args.width, args.draws, device, sizes[0]))
 
 
+def row_line(r: BenchRow, flops_per_patch: float) -> str:
+    return (
+        f"| {r.backend} | {r.size}² | {r.patches_per_layer} "
+        f"| {flops_per_patch * r.patches_per_layer / 1e9:.1f} | {r.layers_per_s:.2f} "
+        f"| {r.vs_eager:.2f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.flop_limit_ms:.0f} "
+        f"| {r.vs_limit:.2f} |"
+    )
+
+
 def report(res: Result, width: int, draws: int, device: DeviceInfo, first_size: int) -> str:
     import os
 
@@ -293,12 +304,7 @@ def report(res: Result, width: int, draws: int, device: DeviceInfo, first_size: 
         "| FLOP limit ms | p50 ÷ limit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in res.rows:
-        lines.append(
-            f"| {r.backend} | {r.size}² | {r.patches_per_layer} "
-            f"| {fpp * r.patches_per_layer / 1e9:.1f} | {r.layers_per_s:.2f} | {r.vs_eager:.2f} "
-            f"| {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.flop_limit_ms:.0f} | {r.vs_limit:.2f} |"
-        )
+    lines += [row_line(r, fpp) for r in res.rows]
     lines += [f"skipped {name}: {why}" for name, why in res.skipped.items()]
     if res.stages:
         lines.append(f"\none {first_size}² layer, eager, median ms per stage:")

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -254,11 +255,20 @@ def quantize_int8(onnx_bytes: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(_inline_identities(onnx_bytes))
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(
-                src, dst, weight_type=QuantType.QUInt8, op_types_to_quantize=["Conv", "MatMul"]
-            )
+        quiet = logging.getLogger()  # the quantiser advises pre-processing on the root logger
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(
+                    src,
+                    dst,
+                    weight_type=QuantType.QUInt8,
+                    op_types_to_quantize=["Conv", "MatMul"],
+                )
+        finally:
+            quiet.setLevel(level)
         return dst.read_bytes()
 
 
