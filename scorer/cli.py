@@ -41,6 +41,44 @@ def _options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def _device(device: str, backend: str | None):  # -> DeviceInfo (torch loads lazily)
+    """The device and network engine from the options; a bad value is a usage error."""
+    from scorer.device import pick_device
+
+    try:
+        return pick_device(device, backend)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+def export_cmd(
+    model: Path = typer.Argument(..., help="RADAR model directory (from `train`)"),
+    device: str = typer.Option("cpu", help="auto|cpu|cuda: where the check runs"),
+) -> None:
+    """Export the model's network to MODEL/model.onnx for the ONNX engines (onnxruntime,
+    onnxruntime-int8, openvino). The file records the SHA-256 of the weights it was made from;
+    loading refuses it for any other weights. Without it those engines export at load time."""
+    from layerwatch.core.console import fail
+    from scorer.artifact import ArtifactError
+    from scorer.backends import EXPORT_FILE, make_backend, weights_sha256, write_export
+    from scorer.methods import load_model
+
+    try:
+        m = load_model(model, _device(device, "eager"))
+    except ArtifactError as exc:
+        raise fail(str(exc)) from exc
+    if not hasattr(m, "export_file"):
+        raise fail(f"{model}: method {m.name!r} has no exportable network engine (RADAR has)")
+    start = time.perf_counter()
+    path = write_export(m.model, model / EXPORT_FILE, m.model_version)
+    check = make_backend("onnxruntime", m.model, m.device, path, m.model_version)
+    console.print(
+        f"written {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)"
+        f" for {m.model_version}, weights sha256 {weights_sha256(m.model)[:12]}; checked with "
+        f"{check.name} against eager"
+    )
+
+
 def train_cmd(
     data: Path = typer.Argument(
         ..., help="MVTec category folder (uses train/good) or a folder of normal images"
@@ -104,16 +142,20 @@ def score_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="results CSV"),
     maps: Path | None = typer.Option(None, "--maps", help="folder for .npy maps + PNG overlays"),
     device: str = typer.Option("auto", help="auto|cpu|cuda"),
+    backend: str | None = typer.Option(
+        None,
+        help="engine of the network: auto|eager|compile|onnxruntime|onnxruntime-int8|openvino "
+        "(default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND)",
+    ),
     batch_size: int = typer.Option(8, help="images per network batch"),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="refuse images larger than this"),
 ) -> None:
     """Score images with a trained model; one CSV row per image. Unreadable files are listed
     and skipped (exit code 1 at the end), the rest are scored."""
     from scorer.batch import score_paths
-    from scorer.device import pick_device
     from scorer.methods import load_model
 
-    m = load_model(model, pick_device(device))
+    m = load_model(model, _device(device, backend))
     start = time.perf_counter()
     run = score_paths(m, input_path, out, maps, batch_size, max_pixels)
     console.print(f"scored {run.scored} images in {time.perf_counter() - start:.1f} s → {out}")
@@ -130,14 +172,18 @@ def evaluate_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="default MODEL/eval/CATEGORY.json"),
     png_out: Path | None = typer.Option(None, "--png", help="default MODEL/eval/CATEGORY.png"),
     device: str = typer.Option("auto", help="auto|cpu|cuda"),
+    backend: str | None = typer.Option(
+        None,
+        help="engine of the network: auto|eager|compile|onnxruntime|onnxruntime-int8|openvino "
+        "(default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND)",
+    ),
     batch_size: int = typer.Option(8, help="images per network batch"),
 ) -> None:
     """Image/pixel metrics at the model's own decision, throughput, a JSON and a PNG."""
-    from scorer.device import pick_device
     from scorer.evaluate import evaluate
     from scorer.methods import load_model
 
-    m = load_model(model, pick_device(device))
+    m = load_model(model, _device(device, backend))
     name = Path(category).resolve().name
     json_out = json_out or model / "eval" / f"{name}.json"
     png_out = png_out or model / "eval" / f"{name}.png"
@@ -163,6 +209,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("score")(score_cmd)
     app.command("evaluate")(evaluate_cmd)
+    app.command("export")(export_cmd)
 
 
 if __name__ == "__main__":

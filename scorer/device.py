@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# engines of the scoring network (scorer.backends); "auto" = the measured fastest for the device
+BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8", "openvino")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class DeviceInfo:
     autocast_dtype: torch.dtype | None
     channels_last: bool
     patch_batch: int
+    # engine of the scoring network (scorer.backends); "auto" resolves per device there
+    backend: str = "auto"
 
     @property
     def is_cuda(self) -> bool:
@@ -40,17 +44,29 @@ class DeviceInfo:
         return x
 
 
-def pick_device(name: str = "auto") -> DeviceInfo:
-    """Resolve ``auto|cpu|cuda``; CUDA asked for but absent is an error, not a fallback."""
+def pick_device(name: str = "auto", backend: str | None = None) -> DeviceInfo:
+    """Resolve ``auto|cpu|cuda``; CUDA asked for but absent is an error, not a fallback.
+
+    ``backend`` is the scoring network's engine (scorer.backends); None = the
+    ``scorer_backend`` setting (``LAYERWATCH_SCORER_BACKEND``)."""
     if name not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {name!r}")
+    if backend is None:
+        from layerwatch.core.settings import get_settings
+
+        backend = get_settings().scorer_backend
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
         return DeviceInfo(
-            torch.device("cuda"), torch.bfloat16, channels_last=True, patch_batch=1024
-        )
+            torch.device("cuda"), torch.bfloat16, channels_last=True, patch_batch=1024,
+            backend=backend,
+        )  # fmt: skip
     # Measured on the 2-core CPU (width 16/32, 64×64 patches): channels_last halves the forward
     # time and chunks of 8–16 patches beat 32–64 by 1.5–3× (cache), so CPU runs small chunks.
-    return DeviceInfo(torch.device("cpu"), None, channels_last=True, patch_batch=16)
+    return DeviceInfo(
+        torch.device("cpu"), None, channels_last=True, patch_batch=16, backend=backend
+    )

@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, check_state_dict, require
+from scorer.backends import EXPORT_FILE, NetworkBackend, make_backend
 from scorer.calibration import pixel_calibration, read_areas, to_results
 from scorer.data import to_model_tensor
 from scorer.device import DeviceInfo
@@ -198,6 +199,7 @@ class RadarScorer:
         self.calibration_areas: list[int] = []  # see scorer.calibration.cluster_areas
         self.metadata: dict[str, Any] = metadata or {}
         self._version = ""
+        self.export_file: Path | None = None  # an ONNX export of the weights (backends)
         self.set_model(model)
 
     def set_model(self, model: UNet) -> None:
@@ -205,6 +207,22 @@ class RadarScorer:
         if self.device.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self._backend: NetworkBackend | None = None  # built on first use, for these weights
+
+    @property
+    def backend(self) -> NetworkBackend:
+        """The engine running the network (``device.backend``; scorer.backends), built and
+        checked against eager on first use. ``export_file``, when set and present, is the
+        ONNX export it must use (refused if it was made from other weights)."""
+        if self._backend is None:
+            self._backend = make_backend(
+                self.device.backend,
+                self.model,
+                self.device,
+                self.export_file,
+                self._version,
+            )
+        return self._backend
 
     @property
     def channels(self) -> int:
@@ -217,17 +235,8 @@ class RadarScorer:
     # ---- network pass -------------------------------------------------------------------------
 
     def _forward(self, xt: torch.Tensor, t: int) -> torch.Tensor:
-        """ε̂ for a stack of noisy patches, in device-sized chunks."""
-        out = torch.empty_like(xt)
-        step = self.device.patch_batch
-        t_vec = torch.full((step,), t, dtype=torch.long, device=self.device.device)
-        with torch.inference_mode(), self.device.autocast():
-            for i in range(0, xt.shape[0], step):
-                chunk = self.device.prepare(xt[i : i + step])
-                out[i : i + step] = (
-                    self.model(chunk, t_vec[: chunk.shape[0]]).float().to(out.device)
-                )
-        return out
+        """ε̂ for a stack of noisy patches (all images and all K draws of a batch at once)."""
+        return self.backend.forward(xt, t)
 
     def residual_maps(self, images: Sequence[np.ndarray], t: int | None = None) -> list[np.ndarray]:
         """Stitched ε̂ − ε per image, (C, H, W) float32; all patches of all images in one pass."""
@@ -528,4 +537,5 @@ class RadarScorer:
         scorer = cls(model, config, device, detector, pixel_threshold, meta, schedule, whitening)
         scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version
+        scorer.export_file = where / EXPORT_FILE
         return scorer

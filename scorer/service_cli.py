@@ -15,6 +15,11 @@ def run(
     batch: int = typer.Option(8, min=1, help="Most layers per micro-batch."),
     max_wait_ms: int = typer.Option(200, min=1, help="Longest wait to fill a micro-batch."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    backend: str | None = typer.Option(
+        None,
+        help="Engine of the network: auto | eager | compile | onnxruntime | onnxruntime-int8 | "
+        "openvino (default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND).",
+    ),
     metrics_port: int | None = typer.Option(
         None, help="Metrics and health port (default: settings; 0 = off)."
     ),
@@ -37,9 +42,12 @@ def run(
     except db.SchemaError as exc:
         raise fail(str(exc)) from exc
     try:
-        method = load_model(model, pick_device(device))
-    except ArtifactError as exc:
+        method = load_model(model, pick_device(device, backend))
+        engine = getattr(method, "backend", None)  # RADAR: build and check it before serving
+    except (ArtifactError, ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
+    if engine is not None:
+        typer.echo(f"network engine: {engine.name}", err=True)
     from layerwatch.core.kafka import ensure_configured_topics
 
     ensure_configured_topics(s, ep.kafka_bootstrap)

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="Address the metrics and health endpoints listen on (127.0.0.1: this "
         "machine only).",
     )
+    scorer_backend: str = Field(
+        "auto",
+        pattern=r"^(auto|eager|compile|onnxruntime|onnxruntime-int8|openvino)$",
+        description="Engine that runs the scoring network: auto (the measured fastest for the "
+        "device), eager, compile, onnxruntime, onnxruntime-int8 or openvino.",
+    )
 
     scorer_history_layers: int = Field(
         2,
