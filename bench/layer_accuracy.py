@@ -24,8 +24,9 @@ import torch
 from scorer.data import iter_batches, load_reference, mvtec_test_samples, read_image, read_mask
 from scorer.evaluate import ScoredSample, compute_report
 from scorer.fusion import RadarGeometryScorer
+from scorer.geometry import GeometryChannel, Sample
 from scorer.methods import LayerReference, TrainSettings
-from scorer.train import train_model
+from scorer.train import load_train_data, train_model
 
 CHANNELS = ("radar", "geometry", "fused")
 GEOMETRIC = ("layer_shift", "warping", "distortion")
@@ -85,12 +86,58 @@ def score_test_set(
     return out, len(samples) / max(busy, 1e-9)
 
 
+def geometry_only(cat_dir: Path, settings: TrainSettings) -> tuple[dict[str, dict], dict[str, str]]:
+    """The geometry channel alone (no network): fitted on the same split's normal layers and
+    scored on the test set, for a machine too loaded to train RADAR in the budget."""
+    start = time.monotonic()
+    data = load_train_data(cat_dir, settings)
+    channel = GeometryChannel.fit(
+        [Sample(i, r) for i, r in zip(data.train, data.train_references, strict=True) if r],
+        [
+            Sample(i, r)
+            for i, r in zip(data.calibration, data.calibration_references, strict=True)
+            if r
+        ],
+        seed=settings.seed,
+    )
+    fit_s = time.monotonic() - start
+    scored: list[ScoredSample] = []
+    busy = 0.0
+    for s in mvtec_test_samples(cat_dir):
+        img = read_image(s.path, data.channels)
+        ref = load_reference(s.path, img.shape[:2], data.channels) or LayerReference()
+        t0 = time.perf_counter()
+        a = channel.analyse(img, ref)
+        gs = float(channel.score_features(a.features)[0]) / channel.threshold
+        gm = channel.pixel_map(a) / channel.pixel_threshold
+        busy += time.perf_counter() - t0
+        scored.append(ScoredSample(s, img, gs, gs > 1.0, gm, read_mask(s, img.shape[:2])))
+
+    class _Named:  # compute_report reads the method's name and version
+        name = "geometry"
+        model_version = "geometry-only"
+
+    report = compute_report(_Named(), cat_dir, scored, len(scored) / max(busy, 1e-9))  # type: ignore[arg-type]
+    extra = {
+        "geometry fit seconds": f"{fit_s:.1f}",
+        "segmenter kept": channel.segmenter_kind,
+        "segmenter IoU on held-out normal layers": json.dumps(
+            {
+                k: round(v, 3)
+                for k, v in channel.metadata["segmenter_iou_on_held_out_normal"].items()
+            }
+        ),
+        "ms per layer (geometry channel)": f"{1000 * busy / len(scored):.1f}",
+    }
+    return {"geometry": report.to_dict()}, extra
+
+
 def table(name: str, reports: dict[str, dict], extra: dict[str, str]) -> str:
-    kinds = [k for k in reports["fused"]["per_kind"] if k != "good"]
+    first = next(iter(reports.values()))
+    kinds = [k for k in first["per_kind"] if k != "good"]
     head = ["channel", "image AUROC", "F1", "pixel AUROC", "FPR (good)", *kinds]
     lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for ch in CHANNELS:
-        r = reports[ch]
+    for ch, r in reports.items():
         row = [
             ch,
             f"{r['image_auroc']:.3f}",
@@ -132,6 +179,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="data, split and training seed")
     ap.add_argument("--max-minutes", type=float, default=10.0, help="training budget per category")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--geometry-only",
+        action="store_true",
+        help="fit and score the geometry channel alone (no RADAR training): for a machine too "
+        "loaded to train RADAR within the budget",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     specs = [s for s in args.categories.split(",") if s] or default_categories()
@@ -142,6 +195,12 @@ def main() -> None:
     for spec in specs:
         process, _, category = spec.partition(":")
         cat_dir = ensure_dataset(args.out / "data", process, category, args)
+        if args.geometry_only:
+            reports, extra = geometry_only(cat_dir, settings)
+            summary[spec] = {"reports": reports}
+            print(table(f"{process.upper()} / {category}", reports, extra), "\n", flush=True)
+            (args.out / "summary_geometry.json").write_text(json.dumps(summary, indent=2))
+            continue
         model_dir = args.out / "models" / f"{process}_{category}"
         start = time.monotonic()
         result = train_model(cat_dir, model_dir, "radar-geometry", settings, "auto")

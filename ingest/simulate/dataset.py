@@ -84,7 +84,7 @@ def _frame(
             events = [DefectEvent(kind, layer, round(float(rng.uniform(*SEVERITY)), 3))]
         frame = render_layer(renderer, layer, events)
         if kind is None or frame.mask_area >= MIN_MASK_FRACTION * size * size:
-            info = {"job_seed": job_seed, "layer": layer, "z_mm": frame.z_mm}
+            info = {"job_seed": job_seed, "layers": layers, "layer": layer, "z_mm": frame.z_mm}
             if events:
                 info |= {"kind": kind, "severity": events[0].severity}
                 info["mask_area"] = frame.mask_area
