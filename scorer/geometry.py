@@ -21,6 +21,8 @@ the training layers, the image and pixel thresholds on held-out normal layers on
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,6 +59,7 @@ NEEDS = {  # which reference each feature needs
 # Pixel maps (each divided by its normal 0.999 quantile before the maximum is taken).
 MAPS = ("boundary_outline", "boundary_previous", "displacement", "change_previous")
 _TOP_K = 64  # pixels averaged for a "robust maximum"
+_PART_CACHE = 32  # part regions remembered (a batch of layers and their previous layers)
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,32 @@ class GeometryChannel:
         self.calibration_scores = list(calibration_scores or [])
         self.metadata: dict[str, Any] = metadata or {}
         self._columns = [FEATURES.index(f) for f in config.score_features]
+        self._parts: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     # ---- analysis -----------------------------------------------------------------------------
 
     def part(self, image: np.ndarray, outline: np.ndarray | None) -> np.ndarray:
-        """Part probability of a layer image with the kept segmenter."""
+        """Part probability of a layer image with the kept segmenter.
+
+        Remembered for the last few images (by content): in a stream, this layer is the next
+        layer's previous layer, so each layer is segmented once, not twice."""
+        a = np.ascontiguousarray(image)
+        key = hashlib.blake2b(a.tobytes(), digest_size=16)
+        key.update(str(a.shape).encode())
+        if self.segmenter_kind != "learned" and outline is not None:
+            key.update(np.ascontiguousarray(outline).tobytes())  # Otsu's side uses the outline
+        digest = key.digest()
+        if digest in self._parts:
+            self._parts.move_to_end(digest)
+            return self._parts[digest]
         if self.segmenter_kind == "learned" and self.learned is not None:
-            return self.learned.probability(image)
-        return classical_part(image, outline)
+            found = self.learned.probability(image)
+        else:
+            found = classical_part(image, outline)
+        self._parts[digest] = found
+        while len(self._parts) > _PART_CACHE:
+            self._parts.popitem(last=False)
+        return found
 
     def analyse(self, image: np.ndarray, ref: LayerReference) -> Analysis:
         """Features and raw maps of one layer (NaN features where a reference is missing)."""
