@@ -84,7 +84,12 @@ def train_cmd(
         ..., help="MVTec category folder (uses train/good) or a folder of normal images"
     ),
     out: Path = typer.Option(..., "--out", "-o", help="model directory to write"),
-    method: str = typer.Option("radar", help="scoring method"),
+    method: str = typer.Option(
+        "radar",
+        help="scoring method: radar, radar-geometry (RADAR + the geometry channel; trains the "
+        "geometry channel when DATA has references, see `simulate dataset --reference`), "
+        "diffusionad, ddpm-recon, pca",
+    ),
     max_minutes: float = typer.Option(10.0, help="wall-clock budget for training + calibration"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto|cpu|cuda"),
@@ -134,6 +139,8 @@ def train_cmd(
         f"{train_meta.get('steps', '?')} steps, stopped by {train_meta.get('stopped_by', '?')}, "
         f"t* = {meta.get('t_selection', {}).get('chosen', '?')})"
     )
+    if "geometry_channel" in meta:
+        console.print(f"geometry channel: {meta['geometry_channel']}")
 
 
 def score_cmd(

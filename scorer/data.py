@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ingest.images import DEFAULT_MAX_PIXELS, ImageError, read_image_file
+from scorer.methods import LayerReference
 
 # Formats whose size the bounded decoder reads from the header before decoding.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -117,6 +118,76 @@ def read_mask(sample: LabelledSample, shape: tuple[int, int]) -> np.ndarray | No
     if mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 127
+
+
+# Where a data set written with `layerwatch simulate dataset --reference` keeps each image's
+# references: CATEGORY/reference/SPLIT/KIND/NAME_prev.png and NAME_outline.png (255 = part).
+REFERENCE_DIR = "reference"
+PREVIOUS_SUFFIX = "_prev.png"
+OUTLINE_SUFFIX = "_outline.png"
+
+
+def reference_paths(image: Path) -> tuple[Path, Path] | None:
+    """(previous layer, outline) paths of an image in the MVTec layout
+    (CATEGORY/SPLIT/KIND/NAME.png); None when the image is not inside that layout."""
+    image = Path(image)
+    if len(image.parts) < 4:
+        return None
+    kind, split, category = image.parent.name, image.parent.parent.name, image.parents[2]
+    folder = category / REFERENCE_DIR / split / kind
+    return folder / f"{image.stem}{PREVIOUS_SUFFIX}", folder / f"{image.stem}{OUTLINE_SUFFIX}"
+
+
+def read_outline(
+    path: Path | str, shape: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """An expected-outline PNG as uint8 H×W, 1 = part; ImageError naming the file when it cannot
+    be decoded or does not match the layer's size."""
+    mask = read_image_file(path, max_pixels, grayscale=True)
+    if mask.shape != shape:
+        raise ImageError(
+            f"{path}: outline is {mask.shape[1]}×{mask.shape[0]}, the layer {shape[1]}×{shape[0]}"
+        )
+    return (mask > 127).astype(np.uint8)
+
+
+def _why(path: Path, err: Exception) -> str:
+    text = str(err)
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def load_reference(
+    image: Path | str,
+    shape: tuple[int, int],
+    channels: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> LayerReference | None:
+    """The references stored beside an image (see ``reference_paths``), or None if it has none.
+
+    A previous layer or outline that is missing or cannot be read is left out, with the reason
+    in ``outline_error``: the layer is then scored with what remains (at worst, texture only).
+    """
+    paths = reference_paths(Path(image))
+    if paths is None or not (paths[0].exists() or paths[1].exists()):
+        return None
+    prev_path, outline_path = paths
+    previous = outline = None
+    problems = []
+    try:
+        previous = read_image(prev_path, channels, max_pixels)
+        if previous.shape[:2] != shape:
+            problems.append(
+                f"{prev_path}: previous layer is {previous.shape[1]}×{previous.shape[0]}, "
+                f"the layer {shape[1]}×{shape[0]}"
+            )
+            previous = None
+    except (ImageError, OSError, ValueError) as e:
+        problems.append(_why(prev_path, e))
+    try:
+        outline = read_outline(outline_path, shape, max_pixels)
+    except (ImageError, OSError, ValueError) as e:
+        problems.append(_why(outline_path, e))
+    return LayerReference(previous, outline, "; ".join(problems) or None)
 
 
 def iter_batches(items: list, size: int) -> Iterator[list]:

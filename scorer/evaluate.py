@@ -15,11 +15,12 @@ from scorer.data import (
     DEFAULT_MAX_PIXELS,
     LabelledSample,
     iter_batches,
+    load_reference,
     mvtec_test_samples,
     read_image,
     read_mask,
 )
-from scorer.methods import Method
+from scorer.methods import LayerReference, Method, ScoreResult, score_layers, uses_references
 
 
 @dataclass
@@ -125,20 +126,35 @@ def bootstrap_ci(
     return {"image_auroc": lo_hi(aurocs), "f1": lo_hi(f1s)}
 
 
+def _references(
+    model: Method, batch: list[LabelledSample], images: list[np.ndarray], max_pixels: int
+) -> list[LayerReference] | None:
+    """The stored references of each test image, for a method that uses them (a data set
+    written with ``simulate dataset --reference``); None otherwise."""
+    if not uses_references(model):
+        return None
+    return [
+        load_reference(s.path, img.shape[:2], model.channels, max_pixels) or LayerReference()
+        for s, img in zip(batch, images, strict=True)
+    ]
+
+
 def score_category(
     model: Method, category: Path, batch_size: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[list[ScoredSample], float]:
-    """Score every test image; returns the samples and images/s (warm-up batch excluded)."""
+    """Score every test image (with its references, for a method that uses them); returns the
+    samples and images/s (warm-up batch excluded)."""
     samples = mvtec_test_samples(category)
     batches = list(iter_batches(samples, batch_size))
     warm = [read_image(s.path, model.channels, max_pixels) for s in batches[0]]
-    model.score_batch(warm)
+    score_layers(model, warm, _references(model, batches[0], warm, max_pixels))
     out: list[ScoredSample] = []
     busy = 0.0
     for batch in batches:
         images = [read_image(s.path, model.channels, max_pixels) for s in batch]
+        refs = _references(model, batch, images, max_pixels)
         start = time.perf_counter()
-        results = model.score_batch(images)
+        results: list[ScoreResult] = score_layers(model, images, refs)
         busy += time.perf_counter() - start
         for s, img, r in zip(batch, images, results, strict=True):
             mask = read_mask(s, img.shape[:2])

@@ -100,6 +100,10 @@ class TrainData:
     source: str
     train_names: list[str] = field(default_factory=list)
     calibration_names: list[str] = field(default_factory=list)
+    # Each image's references (previous layer, expected outline) when the data set has them
+    # (`simulate dataset --reference`); empty lists when it has none. Same order as the images.
+    train_references: list[LayerReference | None] = field(default_factory=list)
+    calibration_references: list[LayerReference | None] = field(default_factory=list)
 
 
 @runtime_checkable

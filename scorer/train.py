@@ -16,11 +16,20 @@ from scorer.data import (
     DEFAULT_MAX_PIXELS,
     infer_channels,
     list_images,
+    load_reference,
     normal_image_folder,
     read_image,
 )
 from scorer.device import pick_device
-from scorer.methods import Method, TrainData, TrainSettings, get_method, load_model, save_model
+from scorer.methods import (
+    LayerReference,
+    Method,
+    TrainData,
+    TrainSettings,
+    get_method,
+    load_model,
+    save_model,
+)
 
 
 def split_holdout(
@@ -45,13 +54,25 @@ def load_train_data(
         raise FileNotFoundError(f"{folder}: no images")
     channels = infer_channels(paths, max_pixels)
     train, cal = split_holdout(paths, settings.holdout, settings.seed)
+    train_images = [read_image(p, channels, max_pixels) for p in train]
+    cal_images = [read_image(p, channels, max_pixels) for p in cal]
+
+    def references(paths: list[Path], images: list[np.ndarray]) -> list[LayerReference | None]:
+        refs = [
+            load_reference(p, img.shape[:2], channels, max_pixels)
+            for p, img in zip(paths, images, strict=True)
+        ]
+        return refs if any(r is not None for r in refs) else []
+
     return TrainData(
-        train=[read_image(p, channels, max_pixels) for p in train],
-        calibration=[read_image(p, channels, max_pixels) for p in cal],
+        train=train_images,
+        calibration=cal_images,
         channels=channels,
         source=str(folder),
         train_names=[str(p.relative_to(folder)) for p in train],
         calibration_names=[str(p.relative_to(folder)) for p in cal],
+        train_references=references(train, train_images),
+        calibration_references=references(cal, cal_images),
     )
 
 

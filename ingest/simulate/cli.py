@@ -57,6 +57,14 @@ def dataset(
     seed: Seed = 0,
     process: Process = None,
     rgb: Rgb = False,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference",
+            help="also write each image's previous layer and expected outline under "
+            "OUT/CATEGORY/reference/ (for the layer-aware radar-geometry method)",
+        ),
+    ] = False,
 ) -> None:
     """Write one category in the MVTec-AD layout: OUT/CATEGORY/{train,test,ground_truth}."""
     try:
@@ -77,6 +85,7 @@ def dataset(
             seed,
             rgb,
             on_image=lambda _: bar.advance(task),
+            reference=reference,
         )
     table = Table(title=str(summary["root"]), caption=f"{cat.process}, {size} px, seed {seed}")
     table.add_column("split")

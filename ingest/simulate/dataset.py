@@ -9,8 +9,17 @@ can share it::
     out/CATEGORY/ground_truth/DEFECT/000_mask.png
     out/CATEGORY/simulation.json      # parameters and per-image truth (job seed, layer, ...)
 
+With ``reference=True`` (issue 18) every image also gets what a layer-aware detector compares
+it with, beside the MVTec folders so that MVTec tools still read the set::
+
+    out/CATEGORY/reference/train/good/000_prev.png      # the same job's previous layer
+    out/CATEGORY/reference/train/good/000_outline.png   # the layer's expected outline, 255 = part
+    out/CATEGORY/reference/test/DEFECT/000_prev.png     # (same for test/good and every defect)
+
 A normal image is a random layer of a random job of the category; a defect image is the same
-kind of layer with one defect (random severity) starting on it.
+kind of layer with one defect (random severity) starting on it. The previous layer is rendered
+with the same defect events, so a defect that starts on the image's layer is not on it (and the
+image and its mask are the same as without ``reference``).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +38,14 @@ from .categories import Category, resolve_category
 from .defect_types import DefectEvent
 from .defects import kinds_for
 from .noise import derive_seed, rng_for
-from .printjob import LayerFrame, make_renderer, render_layer
+from .printjob import LayerFrame, expected_outline, make_renderer, render_layer
 
 MANIFEST = "simulation.json"
 SEVERITY = (0.35, 1.0)
 MIN_MASK_FRACTION = 5e-4  # a defect image whose defect changed fewer pixels is redrawn
+REFERENCE_DIR = "reference"
+PREVIOUS_SUFFIX = "_prev.png"
+OUTLINE_SUFFIX = "_outline.png"
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
@@ -44,11 +57,22 @@ def save_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
+@dataclass
+class _Drawn:
+    """One data-set image and, when asked for, its references."""
+
+    frame: LayerFrame
+    info: dict[str, Any]
+    previous: np.ndarray | None = None
+    outline: np.ndarray | None = None
+
+
 def _frame(
-    cat: Category, key: tuple[Any, ...], size: int, rgb: bool, kind: str | None
-) -> tuple[LayerFrame, dict[str, Any]]:
+    cat: Category, key: tuple[Any, ...], size: int, rgb: bool, kind: str | None, reference: bool
+) -> _Drawn:
     """One data-set image (job drawn from ``key``): a random layer of a random job, with one
-    defect starting on it if ``kind``."""
+    defect starting on it if ``kind``; with ``reference`` also the job's previous layer (same
+    events) and the layer's expected outline."""
     for attempt in range(8):
         job_seed = derive_seed(*key, attempt)
         rng = rng_for(job_seed, "dataset-pick")
@@ -60,11 +84,14 @@ def _frame(
             events = [DefectEvent(kind, layer, round(float(rng.uniform(*SEVERITY)), 3))]
         frame = render_layer(renderer, layer, events)
         if kind is None or frame.mask_area >= MIN_MASK_FRACTION * size * size:
-            info = {"job_seed": job_seed, "layer": layer, "z_mm": frame.z_mm}
+            info = {"job_seed": job_seed, "layers": layers, "layer": layer, "z_mm": frame.z_mm}
             if events:
                 info |= {"kind": kind, "severity": events[0].severity}
                 info["mask_area"] = frame.mask_area
-            return frame, info
+            if not reference:
+                return _Drawn(frame, info)
+            previous = render_layer(renderer, layer - 1, events).image
+            return _Drawn(frame, info, previous, expected_outline(renderer, layer))
     raise RuntimeError(f"could not draw a visible {kind} defect for {cat.name}")
 
 
@@ -89,6 +116,7 @@ def write_dataset(
     seed: int = 0,
     rgb: bool = False,
     on_image: Callable[[str], None] | None = None,
+    reference: bool = False,
 ) -> dict[str, Any]:
     """Write one MVTec-AD category under ``out/category``; returns a summary.
 
@@ -97,6 +125,7 @@ def write_dataset(
 
     ``n_test_defect`` is per defect kind; ``on_image`` is called after each image is written
     (for progress bars). Rewriting a category replaces what an earlier run wrote there.
+    ``reference`` also writes each image's previous layer and expected outline (module doc).
     """
     cat = resolve_category(category, process)
     root = Path(out) / cat.name
@@ -108,11 +137,18 @@ def write_dataset(
     plan += [("test", None, i) for i in range(n_test_good)]
     plan += [("test", k, i) for k in kinds for i in range(n_test_defect)]
     for split, kind, i in plan:
-        frame, info = _frame(cat, (seed, cat.name, split, kind or "good", i), size, rgb, kind)
-        name = f"{i:0{width}d}.png"
-        rel = Path(split) / (kind or "good") / name
+        drawn = _frame(cat, (seed, cat.name, split, kind or "good", i), size, rgb, kind, reference)
+        frame, info = drawn.frame, drawn.info
+        stem = f"{i:0{width}d}"
+        rel = Path(split) / (kind or "good") / f"{stem}.png"
         save_png(root / rel, frame.image)
         info["file"] = str(rel)
+        if drawn.previous is not None and drawn.outline is not None:
+            ref = Path(REFERENCE_DIR) / split / (kind or "good")
+            save_png(root / ref / f"{stem}{PREVIOUS_SUFFIX}", drawn.previous)
+            save_png(root / ref / f"{stem}{OUTLINE_SUFFIX}", drawn.outline * np.uint8(255))
+            info["previous"] = str(ref / f"{stem}{PREVIOUS_SUFFIX}")
+            info["outline"] = str(ref / f"{stem}{OUTLINE_SUFFIX}")
         if kind is not None:
             mrel = Path("ground_truth") / kind / f"{i:0{width}d}_mask.png"
             save_png(root / mrel, frame.mask)
@@ -128,6 +164,7 @@ def write_dataset(
         "size": size,
         "rgb": rgb,
         "seed": seed,
+        "reference": reference,
         "train_good": n_train,
         "test_good": n_test_good,
         "test_defect": {k: n_test_defect for k in kinds},

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -44,6 +45,44 @@ def test_dataset_writes_the_mvtec_layout(tmp_path: Path) -> None:
     res = runner.invoke(app, [*args, "--train", "1", "--test-good", "1", "--test-defect", "1"])
     assert res.exit_code == 0, res.output
     assert len(list((root / "train" / "good").iterdir())) == 1
+
+
+def test_dataset_with_reference_writes_previous_layers_and_outlines(tmp_path: Path) -> None:
+    """--reference adds each image's previous layer (without a defect that starts on the
+    image's layer) and its expected outline; the images and masks are those of a plain run."""
+    base = ["dataset", "--category", "fdm_rectilinear", "--size", "64", "--train", "2"]
+    counts = ["--test-good", "1", "--test-defect", "1"]
+    plain, ref = tmp_path / "plain", tmp_path / "ref"
+    assert runner.invoke(app, [base[0], str(plain), *base[1:], *counts]).exit_code == 0
+    res = runner.invoke(app, [base[0], str(ref), *base[1:], *counts, "--reference"])
+    assert res.exit_code == 0, res.output
+    root, other = ref / "fdm_rectilinear", plain / "fdm_rectilinear"
+    meta = json.loads((root / "simulation.json").read_text())
+    assert meta["reference"] is True
+    for rec in meta["images"]:
+        img = _read(root / rec["file"])
+        assert (img == _read(other / rec["file"])).all()  # same image as without --reference
+        prev, outline = _read(root / rec["previous"]), _read(root / rec["outline"])
+        assert prev.shape == outline.shape == img.shape
+        assert set(np.unique(outline)) <= {0, 255} and outline.max() == 255
+        assert not (prev == img).all()  # a different layer
+        assert rec["previous"] == str(
+            Path("reference") / Path(rec["file"]).parent / f"{Path(rec['file']).stem}_prev.png"
+        )
+        if "mask" in rec:
+            assert (_read(root / rec["mask"]) == _read(other / rec["mask"])).all()
+    # the previous layer of a defect image is the same job's layer without the defect: for a
+    # layer shift it lines up with the outline, the image itself does not
+    shift = next(r for r in meta["images"] if r.get("kind") == "layer_shift")
+    from ingest.simulate import expected_outline, make_renderer, render_layer
+    from ingest.simulate.categories import CATEGORIES as CATS
+
+    renderer = make_renderer(CATS["fdm_rectilinear"], shift["job_seed"], 64, shift["layers"])
+    clean_prev = render_layer(renderer, shift["layer"] - 1).image
+    assert (clean_prev == _read(root / shift["previous"])).all()
+    assert (
+        expected_outline(renderer, shift["layer"]) * 255 == _read(root / shift["outline"])
+    ).all()
 
 
 def test_dataset_refuses_a_foreign_folder(tmp_path: Path) -> None:
