@@ -19,7 +19,7 @@ from scorer.methods import TrainData, load_model
 from scorer.radar import RadarScorer
 from scorer.texture import TextureCalibration, TextureConfig, descriptors
 
-SIZE = 48
+SIZE = 64
 
 
 def _gravel(split: str, n: int, seed: int) -> list[np.ndarray]:
@@ -28,7 +28,7 @@ def _gravel(split: str, n: int, seed: int) -> list[np.ndarray]:
     return [np.clip(np.rint(crop(area, SIZE, rng)), 0, 255).astype(np.uint8) for _ in range(n)]
 
 
-def _smooth_patch(img: np.ndarray, r: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def _smooth_patch(img: np.ndarray, r: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """A smeared disc (texture missing) in the middle of ``img`` and its mask."""
     mask = np.zeros(img.shape, np.uint8)
     cv2.circle(mask, (SIZE // 2, SIZE // 2), r, 1, -1)
@@ -87,7 +87,7 @@ def test_calibration_round_trip_and_bad_tables() -> None:
 def test_a_smooth_patch_in_gravel_has_less_texture_energy_and_more_evidence() -> None:
     """Without the network: the input's gradient energy falls inside a smeared patch, and the
     evidence map, calibrated on normal gravel, scores the patch above its surroundings."""
-    cfg = TextureConfig(texture_statistics=("gradient", "level"))
+    cfg = TextureConfig(texture_statistics=("gradient", "level"), texture_scales=(2.0, 4.0))
     cal, _ = TextureCalibration.fit(_descs(_gravel("calibration", 12, 0), cfg), cfg)
     for img in _gravel("test", 4, 1):
         bad, mask = _smooth_patch(img)
