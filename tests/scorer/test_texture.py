@@ -101,10 +101,10 @@ def test_a_smooth_patch_in_gravel_has_less_texture_energy_and_more_evidence() ->
 @pytest.fixture(scope="module")
 def gravel_model(settings_factory) -> RadarScorer:  # type: ignore[no-untyped-def]
     data = TrainData(
-        train=_gravel("train", 24, 2), calibration=_gravel("calibration", 10, 3),
+        train=_gravel("train", 16, 2), calibration=_gravel("calibration", 8, 3),
         channels=1, source="gravel",
     )  # fmt: skip
-    settings = settings_factory(steps=60, t_candidates=(100,))
+    settings = settings_factory(steps=20, t_candidates=(100,))
     return RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 900)
 
 
