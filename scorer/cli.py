@@ -113,9 +113,13 @@ def train_cmd(
         [],
         "--option",
         help="method option key=value (repeatable). RADAR, e.g.: draws=2, window=32, "
-        "whiten=true|false, pixel_map=lowpass|sobel, detector=tail|iforest, "
-        "one_sided=true|false, contamination=0.02; the paper's pipeline: whiten=false "
-        "pixel_map=sobel detector=iforest one_sided=false draws=1 window=16",
+        "whiten=true|false, pixel_map=texture|lowpass|sobel, "
+        "image_features=both|texture|residual, texture_scales=2+4+8, "
+        "texture_statistics=residual+gradient+level, texture_bank=8192, texture_k=3, "
+        "detector=tail|iforest, one_sided=true|false, contamination=0.02; before issue 23: "
+        "pixel_map=lowpass image_features=residual; the paper's pipeline: whiten=false "
+        "pixel_map=sobel image_features=residual detector=iforest one_sided=false draws=1 "
+        "window=16",
     ),
 ) -> None:
     """Train a model on normal images and calibrate it on a held-out share."""

@@ -53,7 +53,15 @@ def load_train_data(
     if not paths:
         raise FileNotFoundError(f"{folder}: no images")
     channels = infer_channels(paths, max_pixels)
-    train, cal = split_holdout(paths, settings.holdout, settings.seed)
+    # A category with its own calibration/good (the photograph data sets: a region of the
+    # photograph no training crop overlaps) calibrates on it; otherwise a random holdout.
+    own_cal = Path(data) / "calibration" / "good"
+    if folder != Path(data) and own_cal.is_dir() and list_images(own_cal):
+        train, cal = sorted(paths), list_images(own_cal)
+        cal_root = own_cal
+    else:
+        train, cal = split_holdout(paths, settings.holdout, settings.seed)
+        cal_root = folder
     train_images = [read_image(p, channels, max_pixels) for p in train]
     cal_images = [read_image(p, channels, max_pixels) for p in cal]
 
@@ -70,7 +78,7 @@ def load_train_data(
         channels=channels,
         source=str(folder),
         train_names=[str(p.relative_to(folder)) for p in train],
-        calibration_names=[str(p.relative_to(folder)) for p in cal],
+        calibration_names=[str(p.relative_to(cal_root)) for p in cal],
         train_references=references(train, train_images),
         calibration_references=references(cal, cal_images),
     )

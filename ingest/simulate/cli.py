@@ -17,6 +17,8 @@ from .dataset import save_png, write_dataset
 from .defect_types import DefectEvent
 from .defects import kinds_for
 from .gallery import make_gallery
+from .photos import DEFECTS as PHOTO_DEFECTS
+from .photos import PHOTOS, write_photos
 from .printjob import simulate_print
 
 app = typer.Typer(
@@ -94,6 +96,46 @@ def dataset(
     table.add_row("test/good", str(summary["test_good"]))
     for kind, n in summary["test_defect"].items():
         table.add_row(f"test/{kind}", str(n))
+    console.print(table)
+
+
+@app.command()
+def photos(
+    out: Annotated[Path, typer.Argument(help="data-set root; the category folder goes inside")],
+    category: Annotated[
+        str, typer.Option(help=f"photograph: {', '.join(PHOTOS)} (gravel is the granular one)")
+    ],
+    size: Annotated[int, typer.Option(help="crop side, pixels")] = 128,
+    train: Annotated[int, typer.Option(help="normal training crops (train region)")] = 200,
+    calibration: Annotated[
+        int, typer.Option(help="normal calibration crops (calibration region)")
+    ] = 40,
+    test_good: Annotated[int, typer.Option(help="normal crops per test split")] = 40,
+    test_defect: Annotated[int, typer.Option(help="crops per defect kind and test split")] = 8,
+    seed: Seed = 0,
+) -> None:
+    """Real photographs (scikit-image's texture photos, no download): crops of disjoint regions
+    for train / calibration / test / holdout (untouched), defects painted by seeded
+    procedures with exact masks, in the MVTec-AD layout (see docs/photos.md)."""
+    try:
+        with _progress() as bar:
+            task = bar.add_task(category, total=train + calibration + 2 * (
+                test_good + test_defect * len(PHOTO_DEFECTS)))  # fmt: skip
+            summary = write_photos(
+                out, category, size, train, calibration, test_good, test_defect, seed,
+                on_image=lambda _: bar.advance(task),
+            )  # fmt: skip
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    table = Table(title=str(summary["root"]), caption=f"{summary['licence']}")
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    table.add_row("train/good", str(summary["train_good"]))
+    table.add_row("calibration/good", str(summary["calibration_good"]))
+    for base in ("test", "holdout/test"):
+        table.add_row(f"{base}/good", str(summary["test_good"]))
+        for kind, n in summary["test_defect"].items():
+            table.add_row(f"{base}/{kind}", str(n))
     console.print(table)
 
 

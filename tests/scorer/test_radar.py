@@ -103,6 +103,7 @@ def test_draws_average_and_radar_options(
         "pixel_map": "sobel",
         "detector": "iforest",
         "one_sided": False,
+        "image_features": "residual",
     }
     settings = settings_factory(steps=5, t_candidates=(100,), extra=extra)
     model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 60)
@@ -130,6 +131,7 @@ def test_draws_average_and_radar_options(
         ({"pixel_map": "vibes"}, "pixel_map"),
         ({"pixel_sigma": 0.0}, "pixel_sigma"),
         ({"detector": "vibes"}, "detector"),
+        ({"image_features": "vibes"}, "image_features"),
     ],
 )
 def test_radar_config_validation(kw: dict, message: str) -> None:
