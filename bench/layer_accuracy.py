@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.radar_accuracy import ensure_dataset
 from scorer.data import iter_batches, load_reference, mvtec_test_samples, read_image, read_mask
 from scorer.evaluate import ScoredSample, compute_report
 from scorer.fusion import RadarGeometryScorer
@@ -35,28 +36,6 @@ TARGETS = {"image_auroc": 0.98, "f1": 0.90, "pixel_auroc": 0.95, "kind_auroc": 0
 
 def default_categories() -> list[str]:
     return ["fdm:fdm_rectilinear", "fdm:fdm_grid", "lpbf:lpbf_powder", "lpbf:lpbf_fused"]
-
-
-def ensure_dataset(root: Path, process: str, category: str, args: argparse.Namespace) -> Path:
-    """The category with references, written unless a run with references already wrote it."""
-    target = root / process / category
-    manifest = target / "simulation.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("reference"):
-        return target
-    from ingest.simulate import write_dataset
-
-    summary = write_dataset(
-        root / process,
-        category,
-        process=process,
-        size=args.size,
-        n_train=args.n_train,
-        n_test_good=args.n_test_good,
-        n_test_defect=args.n_test_defect,
-        seed=args.seed,
-        reference=True,
-    )
-    return Path(summary["root"])
 
 
 def score_test_set(
@@ -194,7 +173,7 @@ def main() -> None:
     summary: dict[str, dict] = {}
     for spec in specs:
         process, _, category = spec.partition(":")
-        cat_dir = ensure_dataset(args.out / "data", process, category, args)
+        cat_dir = ensure_dataset(args.out / "data", process, category, args, reference=True)
         if args.geometry_only:
             reports, extra = geometry_only(cat_dir, settings)
             summary[spec] = {"reports": reports}

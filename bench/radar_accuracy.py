@@ -45,9 +45,17 @@ def default_categories() -> list[str]:
     return fdm + [f"lpbf:{c.name}" for c in CATEGORIES.values() if c.process == "lpbf"]
 
 
-def ensure_dataset(root: Path, process: str, category: str, args: argparse.Namespace) -> Path:
+def ensure_dataset(
+    root: Path, process: str, category: str, args: argparse.Namespace, reference: bool = False
+) -> Path:
+    """The category's data set, written unless a run already wrote it (with references, when
+    ``reference``: each image's previous layer and expected outline)."""
     target = root / process / category
-    if (target / "train" / "good").is_dir() and (target / "test").is_dir():
+    manifest = target / "simulation.json"
+    if reference:
+        if manifest.is_file() and json.loads(manifest.read_text()).get("reference"):
+            return target
+    elif (target / "train" / "good").is_dir() and (target / "test").is_dir():
         return target
     from ingest.simulate import write_dataset
 
@@ -60,6 +68,7 @@ def ensure_dataset(root: Path, process: str, category: str, args: argparse.Names
         n_test_good=args.n_test_good,
         n_test_defect=args.n_test_defect,
         seed=args.seed,
+        reference=reference,
     )
     return Path(summary["root"])
 
