@@ -135,10 +135,13 @@ def _fill(mask: np.ndarray) -> np.ndarray:
 
 
 def _boundary_distance(region: np.ndarray) -> np.ndarray:
-    """Distance (px) of every pixel to the boundary of a binary region."""
+    """Distance (px) of every pixel to the boundary of a binary region. A region that is empty
+    (or fills the frame) has no boundary in view: its distance is capped at the frame's
+    diagonal, as far as a boundary can be (OpenCV gives an unbounded value there, which made a
+    layer after one whose part was not found score infinity)."""
     inside = cv2.distanceTransform(region, cv2.DIST_L2, 3)
     outside = cv2.distanceTransform(1 - region, cv2.DIST_L2, 3)
-    return np.maximum(inside, outside)
+    return np.minimum(np.maximum(inside, outside), np.float32(np.hypot(*region.shape)))
 
 
 def _deviation(part: np.ndarray, reference: np.ndarray, tol: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import signal
 import threading
@@ -363,7 +364,7 @@ class ScorerService(KafkaService):
         images = [img for _, _, img in decoded]
         try:
             results = score_layers(self.model, images, refs)
-            return list(zip(decoded, results, refs_or_none, strict=True))
+            return self._finite(out, list(zip(decoded, results, refs_or_none, strict=True)))
         except Exception as batch_exc:
             log.warning(
                 "batch scoring failed, retrying one by one", extra={"error": str(batch_exc)}
@@ -375,7 +376,26 @@ class ScorerService(KafkaService):
                 triples.append((item, res, ref))
             except Exception as exc:
                 out.dead.append(DeadLetter(item[0], None, f"scoring failed: {exc}"))
-        return triples
+        return self._finite(out, triples)
+
+    @staticmethod
+    def _finite(out: BatchOutcome, triples: list) -> list:
+        """A result whose score, features or channel scores are not finite numbers is the
+        model's fault, not the layer's: the layer is dead-lettered with the values named, and
+        the batch goes on (the database refuses such numbers, and a writer that failed on them
+        would fail on every retry)."""
+        kept = []
+        for item, res, ref in triples:
+            channels = {f"channel {k}": v for k, v in (res.channel_scores or {}).items()}
+            values = {"score": res.score, "f1": res.f1, "f2": res.f2, **channels}
+            bad = {k: v for k, v in values.items() if v is not None and not math.isfinite(v)}
+            if bad:
+                out.dead.append(
+                    DeadLetter(item[0], None, f"scoring failed: non-finite model output {bad}")
+                )
+            else:
+                kept.append((item, res, ref))
+        return kept
 
     @staticmethod
     def _dead_row(d: DeadLetter) -> dict:

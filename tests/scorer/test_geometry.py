@@ -95,3 +95,19 @@ def test_stored_parts_rebuild_the_same_channel(channel: GeometryChannel) -> None
     assert again.threshold == channel.threshold
     with pytest.raises(ValueError, match="features or maps"):
         GeometryChannel.from_parts({**channel.to_config(), "features": ["x"]}, channel.to_arrays())
+
+
+def test_a_part_not_found_in_the_previous_layer_scores_finite_and_high(
+    channel: GeometryChannel,
+) -> None:
+    """A blank previous layer (no part found: a camera glitch, the first layers on the bed)
+    once made the boundary deviation infinite, and the scorer's database writer refused it."""
+    s = sample(801, 30)
+    blank = np.full_like(s.image, int(np.median(s.image)))
+    a = channel.analyse(s.image, LayerReference(blank, s.reference.outline))
+    assert np.isfinite(a.features[~np.isnan(a.features)]).all(), a.features
+    assert all(np.isfinite(m).all() for m in a.maps.values())
+    assert np.isfinite(channel.score_features(a.features)).all()
+    assert score(channel, Sample(s.image, LayerReference(blank, s.reference.outline))) > score(
+        channel, s
+    )

@@ -422,3 +422,62 @@ def test_a_method_without_references_stores_no_layer_images(
         _count(endpoints, "SELECT count(*) FROM scores WHERE job = :j AND fired = ''", j=job) == 2
     )
     assert _count(endpoints, "SELECT count(*) FROM layer_images") == 0
+
+
+class _InfiniteOnMarkedLayers:
+    """The tiny model, except that a layer whose first pixel is 255 gets an infinite score:
+    the fault a broken model (once the geometry channel on a blank previous layer) causes."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def score_batch(self, images):
+        results = self._model.score_batch(images)
+        for img, res in zip(images, results, strict=True):
+            if img.flat[0] == 255:
+                res.score = float("inf")
+        return results
+
+
+def test_a_non_finite_model_output_dead_letters_the_layer_and_the_stream_goes_on(
+    layers, endpoints: Endpoints, topic_prefix: str, tiny_model_dir: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    ensure_topics(endpoints.kafka_bootstrap, topics, 1)
+    job = "job-inf"
+    msgs = layers(1, 4, job)
+    marked = msgs[1].image(1 << 20).copy()
+    marked.flat[0] = 255
+    msgs[1] = LayerMessage.from_image("p0", job, 1, marked, z_mm=0.4)
+    _produce(endpoints, topics, msgs)
+    model = _InfiniteOnMarkedLayers(load_model(tiny_model_dir, pick_device("cpu")))
+    service = ScorerService(model, _config(endpoints, topics))  # type: ignore[arg-type]
+    th = _run_in_thread(service)
+    try:
+        assert _wait_rows(endpoints, job, 3) == 3
+        deadline = time.monotonic() + 30
+        while (
+            _count(endpoints, "SELECT count(*) FROM dead_letters WHERE reason LIKE '%non-finite%'")
+            < 1
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert th.is_alive(), "the scorer stopped"
+    finally:
+        service.stop_event.set()
+        th.join(30)
+    with db.make_engine(endpoints.database_url).connect() as conn:
+        (row,) = conn.execute(
+            text("SELECT reason FROM dead_letters WHERE reason LIKE '%non-finite%'")
+        ).all()
+    assert "score" in row.reason and "inf" in row.reason
+    scored = {
+        r[0]
+        for r in db.make_engine(endpoints.database_url)
+        .connect()
+        .execute(text("SELECT layer FROM scores WHERE job = :j"), {"j": job})
+    }
+    assert scored == {0, 2, 3}
