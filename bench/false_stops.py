@@ -5,7 +5,9 @@
                                 [--designs static:1.5,static:0.5,levels] [--scores FILE]
 
 Every print is simulated and scored by the model once (``--scores FILE`` keeps those scores,
-so the monitor designs can be compared again without scoring), then fed layer by layer to a
+print by print, so the monitor designs can be compared again without scoring and a stopped
+run resumes where it was; a layer-aware model gets each layer's previous layer and expected
+outline, as from `ingest simulate`), then fed layer by layer to a
 ``JobMonitor`` as the live monitor would, once per design:
 
 - ``static:K``: Phase I from the model's calibration (one layer from each of many prints), the
@@ -42,7 +44,7 @@ import torch
 from ingest.simulate.defect_types import DefectEvent
 from layerwatch.demo import demo_model_dir
 from monitor.calibration import Calibration, fit_print_levels, model_calibration
-from monitor.calibration_prints import calibration_print_scores, score_simulated_print
+from monitor.calibration_prints import CALIBRATION_SEED, score_simulated_print
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
 
@@ -160,28 +162,63 @@ def _defective(args: argparse.Namespace) -> list[tuple[str, int, DefectEvent]]:
     return out
 
 
-def score_all(model, args: argparse.Namespace) -> tuple[list[PrintRun], list[list[float]]]:
+def _planned(args: argparse.Namespace) -> list[tuple[str, int, DefectEvent | None]]:
+    """Every print to score, in order: (name, job seed, defect or None); calibration prints
+    are named "calibration"."""
+    plan: list[tuple[str, int, DefectEvent | None]] = [
+        ("normal", seed, None) for seed in range(args.first_seed, args.first_seed + args.prints)
+    ]
+    plan += list(_defective(args))
+    plan += [("calibration", CALIBRATION_SEED + i, None) for i in range(args.calibration_prints)]
+    return plan
+
+
+def score_all(
+    model_dir: Path, version: str, args: argparse.Namespace, cache: Path | None
+) -> tuple[list[PrintRun], list[list[list[float]]]]:
+    """Score every planned print once. With a cache file, each print is saved as soon as it
+    is scored and a rerun scores only what is missing (hours of scoring survive a stop); a
+    cache written by another model version is refused."""
     from rich.progress import Progress
 
-    defective = _defective(args)
-    total = args.prints + len(defective) + args.calibration_prints
-    kw = {"size": args.size, "category": args.category, "batch": args.batch}
-    runs: list[PrintRun] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("scoring prints", total=total)
-        for seed in range(args.first_seed, args.first_seed + args.prints):
-            rows = score_simulated_print(model, seed, args.layers, **kw)
-            runs.append(PrintRun("normal", seed, None, None, None, rows))
-            progress.advance(task)
-        for name, seed, event in defective:
-            rows = score_simulated_print(model, seed, args.layers, defects=[event], **kw)
-            runs.append(PrintRun(name, seed, event.layer, event.kind, event.severity, rows))
-            progress.advance(task)
-        calibration = calibration_print_scores(
-            model, args.calibration_prints, args.calibration_layers, **kw,
-            on_print=lambda _: progress.advance(task),
-        )  # fmt: skip
-    return runs, calibration
+    done: dict[str, dict] = {}
+    if cache is not None and cache.exists():
+        doc = json.loads(cache.read_text())
+        if doc.get("model_version") not in (None, version):
+            raise SystemExit(
+                f"{cache} holds scores of model {doc['model_version']}, not {version}: "
+                "give another --scores file"
+            )
+        done = {f"{d['name']}/{d['seed']}": d for d in doc.get("runs", [])}
+    plan = _planned(args)
+    todo = [p for p in plan if f"{p[0]}/{p[1]}" not in done]
+    if todo:
+        from scorer.device import pick_device
+        from scorer.methods import load_model
+
+        model = load_model(model_dir, pick_device("auto"))
+        kw = {"size": args.size, "category": args.category, "batch": args.batch}
+        with Progress() as progress:
+            task = progress.add_task(
+                f"scoring prints ({len(plan) - len(todo)} cached)", total=len(todo)
+            )
+            for name, seed, event in todo:
+                rows = score_simulated_print(
+                    model, seed, args.layers if name != "calibration" else args.calibration_layers,
+                    defects=[event] if event else [], **kw,
+                )  # fmt: skip
+                run = PrintRun(name, seed, event and event.layer, event and event.kind,
+                               event and event.severity, rows)  # fmt: skip
+                done[f"{name}/{seed}"] = run.to_dict()
+                if cache is not None:
+                    tmp = cache.with_suffix(".tmp")
+                    tmp.write_text(json.dumps({"model_version": version,
+                                               "runs": list(done.values())}))  # fmt: skip
+                    tmp.replace(cache)
+                progress.advance(task)
+    runs = [PrintRun.from_dict(done[f"{n}/{s}"]) for n, s, _ in plan]
+    calibration = [r.layers[:, :3].tolist() for r in runs if r.name == "calibration"]
+    return [r for r in runs if r.name != "calibration"], calibration
 
 
 def main() -> None:
@@ -202,7 +239,10 @@ def main() -> None:
     ap.add_argument("--phase1-layers", type=int, default=20, help="job Phase I length")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
-    ap.add_argument("--scores", type=Path, help="score cache: read if it exists, else write")
+    ap.add_argument(
+        "--scores", type=Path,
+        help="score cache: each print saved as it is scored; a rerun scores only what is missing",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, help="write the summaries here")
     args = ap.parse_args()
     if args.threads:
@@ -210,19 +250,7 @@ def main() -> None:
     config = json.loads((args.model / "config.json").read_text())
     args.size = int(config.get("training", {}).get("image_shape", [128])[0])
     print(f"model {args.model} ({config['model_version']}), {args.size}², {args.category}")
-    if args.scores and args.scores.exists():
-        cached = json.loads(args.scores.read_text())
-        runs = [PrintRun.from_dict(d) for d in cached["runs"]]
-        calibration = cached["calibration"]
-        print(f"scores from {args.scores}")
-    else:
-        from scorer.device import pick_device
-        from scorer.methods import load_model
-
-        runs, calibration = score_all(load_model(args.model, pick_device("auto")), args)
-        if args.scores:
-            doc = {"runs": [r.to_dict() for r in runs], "calibration": calibration}
-            args.scores.write_text(json.dumps(doc))
+    runs, calibration = score_all(args.model, config["model_version"], args, args.scores)
     print(f"scored {len(runs)} prints × {args.layers} layers, {len(calibration)} calibration ones")
 
     static = model_calibration(config)

@@ -33,13 +33,27 @@ def score_simulated_print(
     defects: Sequence[Any] = (),
     batch: int = 8,
 ) -> np.ndarray:
-    """(layers × 5) rows in COLUMNS order for one simulated print."""
-    from ingest.simulate import simulate_print
+    """(layers × 5) rows in COLUMNS order for one simulated print. Each layer goes with its
+    references (the previous layer and the expected outline), as `ingest simulate` and the
+    scorer's layer history give them; a model that uses no references ignores them."""
+    from ingest.simulate import expected_outline, make_renderer, simulate_print
+    from ingest.simulate.categories import resolve_category
     from scorer.data import iter_batches
+    from scorer.methods import LayerReference, score_layers
 
-    frames = simulate_print(layers, defects, seed=seed, size=size, category=category)
+    frames = list(simulate_print(layers, defects, seed=seed, size=size, category=category))
+    designed = make_renderer(resolve_category(category, "fdm"), seed, size, layers)
     images = [f.image for f in frames]
-    results = [r for chunk in iter_batches(images, batch) for r in model.score_batch(chunk)]
+    refs = [
+        LayerReference(images[i - 1] if i else None, expected_outline(designed, f.layer))
+        for i, f in enumerate(frames)
+    ]
+    pairs = list(zip(images, refs, strict=True))
+    results = [
+        r
+        for chunk in iter_batches(pairs, batch)
+        for r in score_layers(model, [i for i, _ in chunk], [ref for _, ref in chunk])
+    ]
     return np.array(
         [[r.score, r.f1, r.f2, r.largest_area, float(r.anomalous)] for r in results], dtype=float
     )
