@@ -31,7 +31,7 @@ import numpy as np
 
 from scorer.calibration import image_threshold
 from scorer.methods import LayerReference
-from scorer.registration import estimate_shift
+from scorer.registration import estimate_shift, mask_offset
 from scorer.segmentation import LearnedSegmenter, classical_part, grey, half, iou
 
 _MAD_TO_SIGMA = 1.4826
@@ -70,6 +70,7 @@ class GeometryConfig:
     map_sigma: float = 2.0  # smoothing of the final pixel map
     change_sigma: float = 4.0  # low-pass scale of the change to the previous layer
     tolerance_px: float = 1.0  # boundary disagreement within this distance is registration noise
+    outline_max_shift: float = 0.1  # the part is searched this far (× image side) off its outline
     # The features the image score uses (all are computed and reported). The comparisons with
     # the outline are left out by default: on development data (seed 0) the part region found
     # in an image disagrees with the designed outline by more, from layer to layer, than with
@@ -449,8 +450,8 @@ def analyse(
         dev = _deviation(part, o, tol)
         feats["boundary_outline"] = _top_mean(dev)
         maps["boundary_outline"] = dev
-        s = estimate_shift(part.astype(np.float32), o.astype(np.float32))
-        feats["shift_outline"] = s.magnitude
+        reach = max(2, round(config.outline_max_shift * max(h, w)))
+        feats["shift_outline"] = mask_offset(part, o, reach).magnitude
     if previous is not None:
         gp = grey(previous)
         s = estimate_shift(g, gp)

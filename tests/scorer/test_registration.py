@@ -40,3 +40,25 @@ def test_a_layer_shift_is_seen_as_a_shift_and_a_normal_layer_is_not() -> None:
 def test_shapes_must_match(layer: np.ndarray) -> None:
     with pytest.raises(ValueError, match="shapes"):
         estimate_shift(layer, layer[:64])
+
+
+@pytest.mark.parametrize("dx, dy", [(0, 0), (4, -3), (-7, 2), (2.5, 0)])
+def test_a_part_found_off_its_outline_is_measured_by_the_overlap(dx: float, dy: float) -> None:
+    """The part region against its expected outline (mask_offset): an L-shaped part moved by a
+    known offset, with a ragged, noisy edge as a segmenter leaves it, is found to a pixel; the
+    whitened phase correlation is not made for two flat regions."""
+    import cv2
+
+    from scorer.registration import mask_offset
+
+    outline = np.zeros((128, 128), np.uint8)
+    outline[30:100, 30:60] = 1
+    outline[70:100, 30:100] = 1
+    part = (translate(outline.astype(np.float32), dx, dy) > 0.5).astype(np.uint8)
+    rng = np.random.default_rng(1)
+    edge = cv2.morphologyEx(part, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    part[edge & (rng.random(part.shape) < 0.5)] ^= 1  # a segmenter's ragged edge
+    s = mask_offset(part, outline, 12)
+    assert abs(s.dx - dx) <= 1.0 and abs(s.dy - dy) <= 1.0, s
+    assert s.response > 0.8
+    assert mask_offset(np.zeros_like(part), outline, 12).magnitude == 0.0  # nothing found
