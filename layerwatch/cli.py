@@ -332,7 +332,10 @@ def status() -> None:
 def demo(
     layers: int = typer.Option(40, "--layers", min=5, help="Layers in the simulated print."),
     defect_at: int = typer.Option(25, "--defect-at", min=1, help="Layer where the defect starts."),
-    defect: str = typer.Option("stringing", help="FDM defect kind (see `simulate gallery`)."),
+    defect: str = typer.Option(
+        "stringing",
+        help="FDM defect kind (see `simulate gallery`).",
+    ),
     severity: float = typer.Option(0.8, min=0.05, max=1.0, help="Defect severity."),
     interval: float = typer.Option(0.6, min=0.0, help="Seconds between layers."),
     size: int = typer.Option(128, help="Layer image size in pixels."),

@@ -43,3 +43,29 @@ def make_quick_model(out: Path, size: int = SIZE) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, out)
     return out
+
+
+def make_layer_aware_model(
+    out: Path,
+    size: int = 128,
+    category: str = "fdm_rectilinear",
+    steps: int = 40,
+    seed: int = 0,
+    images: int = 120,
+) -> Path:
+    """A small radar-geometry model (a tiny RADAR beside the geometry channel), trained as the
+    demo trains its model (normal layers of whole prints, bottom layers included, each with its
+    previous layer and expected outline): for streams whose defects are geometric (layer
+    shift, warping), which only the geometry channel sees. About a minute on 2 cores."""
+    from layerwatch.demo import DemoOptions, write_normal_layers
+    from scorer.methods import TrainSettings
+    from scorer.train import train_model
+
+    opts = DemoOptions(category=category, size=size, layers=40, train_images=images, seed=seed)
+    write_normal_layers(out / "data", opts)
+    settings = TrainSettings(
+        steps=steps, batch_size=16, width=8, channel_mults=(1, 2), attention_resolutions=(8,),
+        patch=32, stride=16, t_candidates=(50,), show_progress=False, max_minutes=5.0, seed=seed,
+    )  # fmt: skip
+    train_model(out / "data", out / "model", "radar-geometry", settings, "cpu")
+    return out / "model"

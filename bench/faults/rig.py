@@ -54,8 +54,12 @@ class RigOptions:
     layers: int = 30  # per printer
     interval_s: float = 0.1  # between layers of one printer
     defect_at: int = 20  # from this layer on, every printer's layers are defective
+    defect: str = "stringing"  # the simulator's defect kind in `feed_ingest`'s prints
+    severity: float = 0.9
+    category: str | None = None  # the simulator category of `feed_ingest` (None: its default)
     scorers: int = 1
     phase1_layers: int = 10  # the monitor's Phase I: each job's first layers
+    phase1: str = "job"  # or "model": the model's calibration is the Phase I, charts from layer 0
     partitions: int = 4
     batch: int = 4
     size: int = 32
@@ -182,7 +186,7 @@ class Rig:
             return [str(BIN), "scorer", "run", "--model", str(self.model_dir),
                     "--batch", str(self.opts.batch), "--max-wait-ms", "100",
                     "--metrics-port", str(port)]  # fmt: skip
-        return [str(BIN), "monitor", "run", "--phase1", "job", "--phase1-layers",
+        return [str(BIN), "monitor", "run", "--phase1", self.opts.phase1, "--phase1-layers",
                 str(self.opts.phase1_layers), "--policy", str(self.policy),
                 "--metrics-port", str(port)]  # fmt: skip
 
@@ -208,7 +212,7 @@ class Rig:
         scorer, monitor = (self.ports.setdefault(n, free_port()) for n in ("scorer-0", "monitor"))
         env = self.env() | {"LAYERWATCH_METRICS_PORT": str(scorer),
                             "LAYERWATCH_MONITOR_METRICS_PORT": str(monitor)}  # fmt: skip
-        argv = [str(BIN), "up", "--model", str(self.model_dir), "--phase1", "job",
+        argv = [str(BIN), "up", "--model", str(self.model_dir), "--phase1", self.opts.phase1,
                 "--phase1-layers", str(self.opts.phase1_layers),
                 "--policy", str(self.policy)]  # fmt: skip
         log = (self.logs / "up.log").open("ab")
@@ -218,7 +222,11 @@ class Rig:
         )  # fmt: skip
         self.procs["up"] = proc
         for name in ("scorer-0", "monitor"):
-            self._wait_port(name, timeout, healthy=True)
+            if not self._wait_port(name, timeout, healthy=True):
+                raise RuntimeError(
+                    f"{name} under `layerwatch up` not healthy in {timeout:g} s:\n"
+                    f"{self.log(name)}\n--- up\n{self.log('up')}"
+                )
         return proc
 
     def _wait_port(self, name: str, timeout: float, healthy: bool) -> bool:
@@ -419,9 +427,9 @@ class Rig:
 
     def feed_ingest(self, seed: int = 0, timeout: float = 400.0) -> Feed:
         """Stream the print through `layerwatch ingest simulate`, one process per printer (the
-        CLI's own producer, as a plant runs it; simulated layers with a stringing defect from
-        ``defect_at``). The feed fails if a process exits non-zero or confirms fewer layers
-        than it sent."""
+        CLI's own producer, as a plant runs it; simulated layers, each with its expected
+        outline, with the options' defect from ``defect_at``). The feed fails if a process
+        exits non-zero or confirms fewer layers than it sent."""
         feed = Feed()
         feed.dead_before = int(self.query("SELECT coalesce(max(id), 0) FROM dead_letters")[0][0])
         o = self.opts
@@ -431,7 +439,8 @@ class Rig:
             argv = [str(BIN), "ingest", "simulate", "--printer", f"p{p}", "--job", self.job,
                     "--layers", str(o.layers), "--interval", str(o.interval_s),
                     "--size", str(o.size), "--seed", str(seed * 100 + p),
-                    "--defect", f"stringing@{o.defect_at}:0.9"]  # fmt: skip
+                    "--defect", f"{o.defect}@{o.defect_at}:{o.severity:g}",
+                    *(["--category", o.category] if o.category else [])]  # fmt: skip
             log = (self.logs / f"ingest-p{p}.log").open("ab")
             procs[f"ingest-p{p}"] = subprocess.Popen(
                 argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
@@ -494,7 +503,8 @@ class Rig:
             raise RuntimeError(f"the feeder failed: {feed.error}")
         self._dead_before = feed.dead_before
         o = self.opts
-        want = (len(feed.good), o.printers * max(o.layers - o.phase1_layers, 0), len(feed.bad))
+        phase1 = o.phase1_layers if o.phase1 == "job" else 0
+        want = (len(feed.good), o.printers * max(o.layers - phase1, 0), len(feed.bad))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.progress()

@@ -59,12 +59,18 @@ def test_demo_streams_a_print_through_the_pipeline_and_caches_its_model(
     assert "cached" in again.getvalue() and "training RADAR" not in again.getvalue()
 
 
-def test_demo_training_layers_cover_whole_prints(tmp_path: Path) -> None:
+def test_demo_training_layers_cover_whole_prints_with_their_references(tmp_path: Path) -> None:
     from layerwatch.demo import write_normal_layers
+    from scorer.data import load_reference
 
     opts = DemoOptions(layers=12, size=64, train_images=30)
     write_normal_layers(tmp_path, opts)
-    names = sorted(p.stem for p in tmp_path.glob("*.png"))
-    assert len(names) == 30
-    layers = [int(n.split("_")[1]) for n in names]
+    images = sorted((tmp_path / "train" / "good").glob("*.png"))
+    assert len(images) == 30
+    layers = [int(p.stem.split("_")[1]) for p in images]
     assert min(layers) <= 3 and max(layers) <= 11  # bottom layers included, within the print
+    for path, layer in zip(images, layers, strict=True):
+        ref = load_reference(path, (64, 64))
+        assert ref is not None and ref.outline is not None and ref.outline.any()
+        assert (ref.previous is None) == (layer == 0)
+        assert ref.outline_error is None or layer == 0  # layer 0's missing previous is said
