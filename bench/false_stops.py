@@ -16,6 +16,8 @@ outline, as from `ingest simulate`), then fed layer by layer to a
 - ``levels``: the same plus the level model fitted on ``--calibration-prints`` normal prints
   (seeds from monitor.calibration_prints.CALIBRATION_SEED, never a judged print), the charts on the
   innovations of each job's own centre, k from the design (half the shift that matters);
+- ``memory``: ``levels`` with the centre's memory chosen by design
+  (monitor.level_design.design_memory: a 2-sigma step, 1 000-layer budget);
 - ``job``: Phase I from each job's first ``--phase1-layers`` layers.
 
 Normal prints (job seeds from ``--first-seed``): every stop is a false stop. Defective prints
@@ -47,6 +49,7 @@ from monitor.calibration import Calibration, fit_print_levels, model_calibration
 from monitor.calibration_prints import CALIBRATION_SEED, score_simulated_print
 from monitor.design import ChartDesign
 from monitor.engine import JobMonitor
+from monitor.level_design import design_memory
 
 VISIBLE_LAYERS = 10
 DEFAULT_DEFECTS = "stringing,under_extrusion,crack,voids,over_extrusion,warping,layer_shift"
@@ -260,10 +263,14 @@ def main() -> None:
         f"{levels.within_sd:.3f}, a0 {levels.a0:.2f}, memory {levels.memory:.1f} layers"
     )
     summaries = []
+    designed = None
     for label in args.designs.split(","):
         kind, _, k = label.partition(":")
+        if kind == "memory" and designed is None:
+            designed = design_memory(levels, ChartDesign(levels=True)).levels
+            print(f"designed memory: {designed.memory:.1f} layers (fitted {levels.memory:.1f})")
         cal = {"static": replace(static, levels=None), "levels": replace(static, levels=levels),
-               "job": Calibration()}[kind]  # fmt: skip
+               "memory": replace(static, levels=designed), "job": Calibration()}[kind]  # fmt: skip
         design = ChartDesign(k=float(k) if k else None, levels=cal.levels is not None)
         outcomes = [monitor_print(r, cal, args.phase1_layers, design) for r in runs]
         s = summarise(label, outcomes, design.cusum_k)

@@ -148,7 +148,7 @@ def _design_on_scores(
     scores: Path, calibration: Path | None, d: ChartDesign, pol, runs: int
 ) -> None:
     from monitor.calibration import fit_print_levels
-    from monitor.level_design import level_design_report
+    from monitor.level_design import design_memory, level_design_report
 
     prints = _prints_csv(scores)
     cal = _calibration(calibration) or Calibration()
@@ -172,6 +172,16 @@ def _design_on_scores(
         f"s.d. {rep.real_innovation_sd:.3f}, lag-1 autocorrelation "
         f"{rep.real_innovation_lag1:.3f} (a fitting model gives 1 and 0)"
     )
+    with console.status("designing the centre's memory"):
+        choice = design_memory(levels, d, pol, runs=runs)
+    t = Table(title=f"the centre's memory, for a step of {choice.shift:g}σ (within-print)")
+    for col in ("memory (layers)", "P(false stop)", f"stopped within {choice.window} layers"):
+        t.add_column(col, justify="right")
+    for r in choice.candidates:
+        mark = " ← chosen" if r["memory"] == choice.memory else ""
+        t.add_row(f"{r['memory']:.1f}{mark}", f"{r['false_stop_prob']:.3f}",
+                  f"{r['stopped_within_window']:.0%}")  # fmt: skip
+    console.print(t)
 
 
 def _optional(row: dict[str, str], key: str) -> float | None:

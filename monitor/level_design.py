@@ -12,7 +12,7 @@ and autocorrelation on the real streams.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,11 +65,13 @@ def level_design_report(
     shift: float = 2.0,
     seed: int = 0,
     real: Sequence[Sequence[float]] = (),
+    monitor_levels: LevelModel | None = None,
 ) -> LevelDesignReport:
     """Simulate ``runs`` normal prints of ``design.layers`` layers and as many with a step of
     ``shift`` within-print s.d. at layer SHIFT_AT; run the real sequences ``real`` (values of
-    the level model's statistic) too."""
-    cal = Calibration(score=UNIT_SCORE, levels=levels)  # the values are the statistic itself
+    the level model's statistic) too. The prints follow ``levels`` (the fit); the monitor's
+    centre uses ``monitor_levels`` (default the same), e.g. with a longer memory."""
+    cal = Calibration(score=UNIT_SCORE, levels=monitor_levels or levels)
     design = design.model_copy(update={"levels": True})
     rng = np.random.default_rng(seed)
 
@@ -101,7 +103,7 @@ def level_design_report(
     padded = np.full((len(real), width), np.nan)
     for i, z in enumerate(real):
         padded[i, : len(z)] = z
-    r, _ = innovations(levels, padded)
+    r, _ = innovations(monitor_levels or levels, padded)
     ok = np.isfinite(r)
     pairs = ok[:, 1:] & ok[:, :-1]
     lag1 = float(np.mean((r[:, 1:] * r[:, :-1])[pairs])) / float(np.var(r[ok]))
@@ -110,3 +112,83 @@ def level_design_report(
         **{**report.__dict__, "real_prints": len(real), "real_false_stops": stops,
            "real_innovation_sd": float(np.std(r[ok])), "real_innovation_lag1": lag1},
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """The centre's memory chosen by design (``design_memory``), with what each candidate did."""
+
+    levels: LevelModel  # the fitted model with the chosen discount
+    fitted_memory: float
+    memory: float
+    shift: float
+    window: int
+    candidates: tuple[dict[str, float], ...]
+
+
+def design_memory(
+    levels: LevelModel,
+    design: ChartDesign,
+    policy: AlarmPolicy | None = None,
+    shift: float = 2.0,
+    window: int = 10,
+    memories: Sequence[float] = (10, 15, 20, 30, 50),
+    runs: int = 200,
+    seed: int = 0,
+) -> MemoryChoice:
+    """The job centre's memory (1 / (1 − discount)), chosen for the shift that matters.
+
+    The maximum-likelihood discount follows the normal level's wander, and that fast a centre
+    also learns a step defect before a chart has seen enough of it (on the demo model's prints
+    it remembered about 6 layers and missed mild layer shifts). A longer memory keeps a step in
+    the innovations for longer but tracks the normal wander worse, which costs false stops. So
+    the memory is a design output: prints are simulated from the fitted model (its own
+    discount: how normal prints really wander) and judged by a centre with each candidate
+    memory; among the candidates whose per-print false-stop probability over ``design.layers``
+    stays within ``design.stop_false_alarm_prob``, the one that stops the most prints within
+    ``window`` layers of a step of ``shift`` within-print s.d. wins (ties: the shorter memory).
+    The fitted memory is always a candidate, and wins when no longer one is within budget."""
+    fitted = levels.memory
+    tried = sorted({fitted, *(m for m in memories if m > 1.01 * fitted)})
+    rows: list[dict[str, float]] = []
+    for memory in tried:
+        monitor_levels = levels if memory == fitted else replace(levels, discount=1 - 1 / memory)
+        rep = level_design_report(
+            levels, design, policy, runs=runs, shift=shift, seed=seed,
+            monitor_levels=monitor_levels,
+        )  # fmt: skip
+        in_window = _stopped_within(levels, monitor_levels, design, policy, runs, shift,
+                                    window, seed)  # fmt: skip
+        rows.append({"memory": memory, "false_stop_prob": rep.false_stop_prob,
+                     "stopped_within_window": in_window})  # fmt: skip
+    within = [r for r in rows if r["false_stop_prob"] <= design.stop_false_alarm_prob]
+    chosen = (
+        max(within, key=lambda r: (r["stopped_within_window"], -r["memory"]))["memory"]
+        if within
+        else fitted
+    )
+    out = levels if chosen == fitted else replace(levels, discount=1 - 1 / chosen)
+    return MemoryChoice(out, fitted, chosen, shift, window, tuple(rows))
+
+
+def _stopped_within(
+    levels: LevelModel,
+    monitor_levels: LevelModel,
+    design: ChartDesign,
+    policy: AlarmPolicy | None,
+    runs: int,
+    shift: float,
+    window: int,
+    seed: int,
+) -> float:
+    """Share of prints with a step of ``shift`` at SHIFT_AT stopped within ``window`` layers."""
+    cal = Calibration(score=UNIT_SCORE, levels=monitor_levels)
+    d = design.model_copy(update={"levels": True})
+    rng = np.random.default_rng(seed + 1)
+    stepped = simulate_levels(levels, runs, SHIFT_AT + window, rng)
+    stepped[:, SHIFT_AT - 1 :] += shift * levels.within_sd
+    hits = 0
+    for z in stepped:
+        _, stop = _first(JobMonitor("design", "sim", design=d, policy=policy, calibration=cal), z)
+        hits += stop is not None and SHIFT_AT <= stop < SHIFT_AT + window
+    return hits / runs

@@ -118,6 +118,7 @@ def test_design_on_a_score_stream_reports_the_false_stop_probability(tmp_path):
     out = " ".join(res.stdout.split())
     assert "level model" in out and "CUSUM k = 0.5" in out and "P(false stop) =" in out
     assert "on the 30 given prints" in out and "lag-1 autocorrelation" in out
+    assert "the centre's memory" in out and "← chosen" in out
 
 
 def test_without_calibration_prints_the_charts_keep_the_population_centre():
