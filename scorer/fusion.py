@@ -2,10 +2,17 @@
 channel (scorer.geometry) fused into one image score and one pixel map per layer.
 
 Fusion: each channel's score is divided by its own threshold (1 = that channel's own 2 %
-decision), the fused score is the larger of the two, and the fused threshold is the
-(1 − contamination) quantile of the fused scores of the held-out normal layers, so the combined
-false-positive rate stays at the model's target rather than adding up the channels' rates.
-``fired`` names the channels whose scaled score is above the fused threshold. The pixel map is
+decision), the fused score is their sum (``rule="sum"``; models saved before it keep the
+larger of the two, ``"max"``), and the fused threshold is the (1 − contamination) quantile of
+the fused scores of the held-out normal layers, so the combined false-positive rate stays at
+the model's target rather than adding up the channels' rates. The sum was chosen on the seed-0
+development data (the seed-1-trained models scoring the seed-0 test sets: image AUROC max /
+sum / Fisher's p-value combination 0.990 / 0.984 / 0.983 on fdm_rectilinear, 0.942 / 0.959 /
+0.949 on fdm_grid, 0.924 / 0.953 / 0.953 on lpbf_powder, 0.954 / 0.966 / 0.964 on lpbf_fused):
+with the larger of the two, a normal layer's noise in either channel counts in full, and a
+defect one channel sees moderately sinks into the other's noise. ``fired`` names, for a
+flagged layer, the channels whose own decision flags it (scaled score above 1), or the larger
+contributor when neither does alone. The pixel map is
 the larger of the two channels' maps, each divided by its own pixel threshold, and its pixel
 threshold is the 0.999 quantile of the fused held-out normal maps.
 
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 TEXTURE, GEOMETRY = "texture", "geometry"
 PIXEL_LAYERS = 16  # held-out layers whose fused maps set the pixel threshold
 _GEOMETRY_PREFIX = "geometry."
+RULES = {"sum": np.add, "max": np.maximum}  # channel scores over their own thresholds → fused
 
 
 @dataclass
@@ -95,7 +103,11 @@ class RadarGeometryScorer:
         pixel_threshold: float = 1.0,
         metadata: dict[str, Any] | None = None,
         contamination: float = DEFAULT_CONTAMINATION,
+        rule: str = "sum",
     ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"fusion rule must be one of {sorted(RULES)}, not {rule!r}")
+        self.rule = rule
         self.texture = texture
         self.geometry = geometry
         self.threshold = float(threshold)
@@ -183,7 +195,7 @@ class RadarGeometryScorer:
             a = self.geometry.analyse(img, r)
             gs = float(self.geometry.score_features(a.features)[0]) / self.geometry.threshold
             gm = self.geometry.pixel_map(a) / self.geometry.pixel_threshold
-            scores.append(max(ts, gs))
+            scores.append(RULES[self.rule](ts, gs))
             maps.append(np.maximum(tm, gm))
             channel_scores.append({TEXTURE: float(ts), GEOMETRY: gs})
             geometry.append((gs, gm))
@@ -200,8 +212,18 @@ class RadarGeometryScorer:
         )
         for res, cs in zip(out, channel_scores, strict=True):
             res.channel_scores = cs
-            res.fired = tuple(c for c in (TEXTURE, GEOMETRY) if cs.get(c, 0.0) > self.threshold)
+            res.fired = self._fired(cs, res.anomalous)
         return ChannelOutputs(out, texture, geometry)
+
+    def _fired(self, cs: dict[str, float], flagged: bool) -> tuple[str, ...]:
+        """The channels behind a flagged layer: those whose own decision flags it (for "max",
+        as before: those above the fused threshold), else the larger contributor."""
+        if not flagged:
+            return ()
+        own = 1.0 if self.rule == "sum" else self.threshold
+        return tuple(c for c in (TEXTURE, GEOMETRY) if cs.get(c, 0.0) > own) or (
+            max(cs, key=lambda c: cs[c]),
+        )
 
     # ---- fitting ------------------------------------------------------------------------------
 
@@ -278,7 +300,7 @@ class RadarGeometryScorer:
             a = geometry.analyse(img, r) if r is not None and _usable(r) else None
             g_cal.append(0.0 if a is None else float(geometry.score_features(a.features)[0]))
         g_cal = list(np.asarray(g_cal) / geometry.threshold)
-        fused = np.maximum(t_cal, g_cal)
+        fused = RULES[self.rule](t_cal, np.asarray(g_cal))
         self.threshold = image_threshold(fused, self.contamination)
         # The pixel threshold needs RADAR's maps of held-out layers once more (RADAR keeps none
         # from its own calibration): an evenly spread subset bounds that extra network time.
@@ -294,7 +316,7 @@ class RadarGeometryScorer:
         self.calibration_scores = [float(v) for v in fused]
         self.metadata["fusion"] = {
             "channels": [TEXTURE, GEOMETRY],
-            "rule": "max of channel scores over their own thresholds",
+            "rule": self.rule,
             "threshold": self.threshold,
             "pixel_threshold": self._pixel_threshold,
             "held_out_false_positive_rate": float(np.mean(fused > self.threshold)),
@@ -367,7 +389,9 @@ class RadarGeometryScorer:
         )
         meta = {k: doc[k] for k in keep if k in doc}
         contamination = float(cal.get("contamination", DEFAULT_CONTAMINATION))
-        scorer = cls(texture, geometry, thr, pix, meta, contamination)
+        # models from before the rule was a choice used the larger of the two channels
+        rule = "sum" if meta.get("fusion", {}).get("rule") == "sum" else "max"
+        scorer = cls(texture, geometry, thr, pix, meta, contamination, rule)
         scorer.calibration_scores = [float(v) for v in cal.get("image_scores", [])]
         scorer.calibration_areas = read_areas(cal, cfg_path)
         scorer._version = artifact.model_version

@@ -78,7 +78,8 @@ def test_fused_flags_a_layer_shift_by_its_geometry_and_keeps_the_combined_rate(
     [res] = fused.score_batch([image], [ref])
     assert res.anomalous and GEOMETRY in res.fired
     assert set(res.channel_scores) == {TEXTURE, GEOMETRY}
-    assert res.score == pytest.approx(max(res.channel_scores.values()))
+    assert fused.rule == "sum" and fused.metadata["fusion"]["rule"] == "sum"
+    assert res.score == pytest.approx(sum(res.channel_scores.values()))
     # without its references the same layer is scored by texture alone
     [alone] = fused.score_batch([image])
     assert set(alone.channel_scores) == {TEXTURE}
@@ -151,3 +152,20 @@ def test_train_and_evaluate_with_references(tmp_path: Path, settings_factory) ->
     report = evaluate(model, cat)
     assert report.method == "radar-geometry" and report.n_defect == 9
     assert np.isfinite(report.image_auroc)
+
+
+def test_a_model_saved_with_the_larger_of_the_channels_keeps_that_rule(
+    fused: RadarGeometryScorer, tmp_path: Path
+) -> None:
+    import json
+
+    save_model(fused, tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    doc = json.loads(config.read_text())
+    doc["fusion"]["rule"] = "max of channel scores over their own thresholds"  # before the choice
+    config.write_text(json.dumps(doc))
+    old = load_model(tmp_path / "m", pick_device("cpu"))
+    assert isinstance(old, RadarGeometryScorer) and old.rule == "max"
+    image, ref = layer(300, 40, "layer_shift")
+    [res] = old.score_batch([image], [ref])
+    assert res.score == pytest.approx(max(res.channel_scores.values()))
