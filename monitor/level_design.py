@@ -35,6 +35,7 @@ class LevelDesignReport:
     shift: float  # the simulated step, in within-print s.d.
     shift_delay_mean: float | None  # layers from the step to the stop (runs stopped after it)
     shift_detected: float  # share of runs stopped at or after the step within `layers`
+    shift_delays: tuple[int, ...] = ()  # each of those runs' delay, layers
     real_prints: int = 0
     real_false_stops: int = 0
     real_innovation_sd: float | None = None
@@ -96,6 +97,7 @@ def level_design_report(
         shift=shift,
         shift_delay_mean=float(np.mean(delays)) if delays else None,
         shift_detected=len(delays) / runs,
+        shift_delays=tuple(delays),
     )
     if not real:
         return report
@@ -157,8 +159,7 @@ def design_memory(
             levels, design, policy, runs=runs, shift=shift, seed=seed,
             monitor_levels=monitor_levels,
         )  # fmt: skip
-        in_window = _stopped_within(levels, monitor_levels, design, policy, runs, shift,
-                                    window, seed)  # fmt: skip
+        in_window = sum(d < window for d in rep.shift_delays) / runs
         rows.append({"memory": memory, "false_stop_prob": rep.false_stop_prob,
                      "stopped_within_window": in_window})  # fmt: skip
     within = [r for r in rows if r["false_stop_prob"] <= design.stop_false_alarm_prob]
@@ -169,26 +170,3 @@ def design_memory(
     )
     out = levels if chosen == fitted else replace(levels, discount=1 - 1 / chosen)
     return MemoryChoice(out, fitted, chosen, shift, window, tuple(rows))
-
-
-def _stopped_within(
-    levels: LevelModel,
-    monitor_levels: LevelModel,
-    design: ChartDesign,
-    policy: AlarmPolicy | None,
-    runs: int,
-    shift: float,
-    window: int,
-    seed: int,
-) -> float:
-    """Share of prints with a step of ``shift`` at SHIFT_AT stopped within ``window`` layers."""
-    cal = Calibration(score=UNIT_SCORE, levels=monitor_levels)
-    d = design.model_copy(update={"levels": True})
-    rng = np.random.default_rng(seed + 1)
-    stepped = simulate_levels(levels, runs, SHIFT_AT + window, rng)
-    stepped[:, SHIFT_AT - 1 :] += shift * levels.within_sd
-    hits = 0
-    for z in stepped:
-        _, stop = _first(JobMonitor("design", "sim", design=d, policy=policy, calibration=cal), z)
-        hits += stop is not None and SHIFT_AT <= stop < SHIFT_AT + window
-    return hits / runs
