@@ -9,6 +9,7 @@ detector="iforest"). The pixel map is the smoothed energy of the low-passed sign
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ from scorer.training_loop import PatchSampler, train_diffusion
 from scorer.unet import UNet, UNetConfig, count_parameters
 from scorer.whitening import ResidualWhitening, WhiteningConfig, content
 
+log = logging.getLogger(__name__)
+
 __all__ = ["RadarConfig", "RadarScorer", "ScoreResult"]
 
 
@@ -58,6 +61,8 @@ DETECTORS = ("tail", "iforest")
 # texture evidence map's (RMS, hottest window) (scorer.texture), or one of each (f2 of both).
 IMAGE_FEATURES = ("residual", "texture", "both")
 TEXTURE_BANK = "texture.bank"  # the texture memory bank's tensor in model.safetensors
+TEXTURE_COST = 1.0  # the texture evidence's calibration time over the network's (profiled)
+MIN_TRAIN_SHARE = 0.25  # of the time left, kept for training whatever calibration needs
 
 
 class Detector(Protocol):
@@ -520,7 +525,21 @@ class RadarScorer:
         grid = PatchGrid(max(h, config.patch), max(w, config.patch), config.patch, config.stride)
         per_patch = scorer.patch_seconds()
         n_fwd = len(data.calibration) * grid.count * config.draws * len(settings.t_candidates)
-        reserve = 1.3 * n_fwd * per_patch + 1.0
+        # The texture evidence map (descriptors and their nearest normal neighbours) costs about
+        # as much as the network on CPU (profiled at 128²: 125 ms against 143 ms a layer);
+        # without it in the reserve, trainings ran 0.4 to 2.3 minutes over a 10-minute budget.
+        post = TEXTURE_COST if config.uses_texture else 0.0
+        reserve = 1.3 * n_fwd * per_patch * (1.0 + post) + 1.0
+        # Training keeps at least MIN_TRAIN_SHARE of the time left: on a loaded machine the
+        # measured forward pass can make the reserve swallow the whole budget (0 steps).
+        left = deadline - time.monotonic()
+        if reserve > (1 - MIN_TRAIN_SHARE) * left:
+            log.warning(
+                "RADAR: calibration would take %.0f s of the %.0f s left; training keeps %.0f %%"
+                " of the budget and the command may run over it",
+                reserve, left, 100 * MIN_TRAIN_SHARE,
+            )  # fmt: skip
+            reserve = max((1 - MIN_TRAIN_SHARE) * left, 0.0)
         sampler = PatchSampler(
             data.train,
             data.channels,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -86,6 +87,26 @@ def test_time_budget_stops_training_and_still_calibrates(
     assert model.metadata["training"]["stopped_by"] == "time"
     assert 0 < model.metadata["training"]["steps"] < 100_000
     assert model.detector is not None and len(model.score_batch([data.train[0]])) == 1
+
+
+def test_a_loaded_machine_still_trains_a_quarter_of_the_budget_and_says_so(
+    make_texture: Callable,
+    settings_factory: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The calibration reserve comes from a measured forward pass; on a loaded machine it once
+    took the whole budget and the network got 0 steps without a word."""
+    rng = np.random.default_rng(8)
+    data = TrainData(
+        [make_texture(rng) for _ in range(4)], [make_texture(rng) for _ in range(3)], 1, "s"
+    )
+    monkeypatch.setattr(RadarScorer, "patch_seconds", lambda self: 60.0)  # a very slow machine
+    settings = settings_factory(steps=100_000, t_candidates=(100,))
+    with caplog.at_level(logging.WARNING, logger="scorer.radar"):
+        model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 8.0)
+    assert model.metadata["training"]["steps"] > 0
+    assert any("training keeps 25 %" in m for m in caplog.messages), caplog.messages
 
 
 def test_draws_average_and_radar_options(
