@@ -74,6 +74,13 @@ def _wait_rows(ep: Endpoints, job: str, n: int, timeout: float = 90.0) -> int:
     return got
 
 
+def _wait_count(ep: Endpoints, sql: str, n: int, timeout: float = 30.0) -> None:
+    """Until the count query reaches ``n`` (or the timeout; the caller asserts what it got)."""
+    deadline = time.monotonic() + timeout
+    while _count(ep, sql) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _score_messages(ep: Endpoints, topics: Topics, job: str, expect: int) -> list[ScoreMessage]:
     """Read the scores topic from the start with a fresh group; wait for quiet after ``expect``."""
     c = Consumer(consumer_config(ep.kafka_bootstrap, f"check-{job}-{time.time()}"))
@@ -165,12 +172,7 @@ def test_bad_records_go_to_dead_letters_and_the_stream_goes_on(
     th = _run_in_thread(service)
     try:
         assert _wait_rows(endpoints, job, 4) == 4
-        deadline = time.monotonic() + 30
-        while (
-            _count(endpoints, "SELECT count(*) FROM dead_letters") < 3
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
+        _wait_count(endpoints, "SELECT count(*) FROM dead_letters", 3)
     finally:
         service.stop_event.set()
         th.join(30)
@@ -458,13 +460,9 @@ def test_a_non_finite_model_output_dead_letters_the_layer_and_the_stream_goes_on
     th = _run_in_thread(service)
     try:
         assert _wait_rows(endpoints, job, 3) == 3
-        deadline = time.monotonic() + 30
-        while (
-            _count(endpoints, "SELECT count(*) FROM dead_letters WHERE reason LIKE '%non-finite%'")
-            < 1
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
+        _wait_count(
+            endpoints, "SELECT count(*) FROM dead_letters WHERE reason LIKE '%non-finite%'", 1
+        )
         assert th.is_alive(), "the scorer stopped"
     finally:
         service.stop_event.set()
@@ -474,10 +472,8 @@ def test_a_non_finite_model_output_dead_letters_the_layer_and_the_stream_goes_on
             text("SELECT reason FROM dead_letters WHERE reason LIKE '%non-finite%'")
         ).all()
     assert "score" in row.reason and "inf" in row.reason
-    scored = {
-        r[0]
-        for r in db.make_engine(endpoints.database_url)
-        .connect()
-        .execute(text("SELECT layer FROM scores WHERE job = :j"), {"j": job})
-    }
+    with db.make_engine(endpoints.database_url).connect() as conn:
+        scored = {
+            r[0] for r in conn.execute(text("SELECT layer FROM scores WHERE job = :j"), {"j": job})
+        }
     assert scored == {0, 2, 3}
