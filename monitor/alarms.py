@@ -56,7 +56,18 @@ class EpisodePolicy(_Strict):
     reset_after: int = Field(20, ge=0, description="in-control points that end an episode")
 
 
+class StartPolicy(_Strict):
+    warmup_layers: int = Field(
+        0,
+        ge=0,
+        description="a job's first layers are scored and stored but not charted: an FDM "
+        "print's solid bottom layers and the first sparse layer over them look unlike every "
+        "later layer, once a print",
+    )
+
+
 class AlarmPolicy(_Strict):
+    start: StartPolicy = StartPolicy()
     warn: WarnPolicy = WarnPolicy()
     stop: StopPolicy = StopPolicy()
     episode: EpisodePolicy = EpisodePolicy()
@@ -97,7 +108,8 @@ def _validate(data: dict[str, Any], where: str) -> AlarmPolicy:
 
 
 def parse_policy(text: str, source: str = "<policy>") -> PolicySet:
-    """Parse TOML: top-level tables [warn], [stop], [episode]; [printers.<id>] override them."""
+    """Parse TOML: top-level tables [start], [warn], [stop], [episode]; [printers.<id>]
+    override them."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

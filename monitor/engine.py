@@ -209,10 +209,13 @@ class JobMonitor:
         f2: float | None = None,
         defect_area: float | None = None,
     ) -> tuple[list[ChartPoint], list[AlarmEvent]]:
-        """Chart one layer; missing (None/NaN) inputs skip their charts for this layer."""
+        """Chart one layer; missing (None/NaN) inputs skip their charts for this layer, and a
+        layer within the policy's warm-up is neither charted nor part of any Phase I."""
         if self.last_layer is not None and layer <= self.last_layer:
             return [], []
         self.last_layer = layer
+        if layer < self.policy.start.warmup_layers:
+            return [], []
         feats = (f1, f2) if f1 is not None and f2 is not None and f1 == f1 and f2 == f2 else None
         row = None
         if self.level is not None or self.calibration.levels is not None:

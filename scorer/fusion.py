@@ -16,6 +16,13 @@ contributor when neither does alone. The pixel map is
 the larger of the two channels' maps, each divided by its own pixel threshold, and its pixel
 threshold is the 0.999 quantile of the fused held-out normal maps.
 
+The largest defect cluster (``largest_area``, the monitor's cluster-area chart) is the texture
+channel's, on RADAR's own map and calibrated by RADAR's held-out areas: the geometry maps are
+whole-part maps by construction (a shifted part is displaced everywhere), so a cluster there
+measures the part, not a growing defect; on a streamed 128² print, camera jitter of 2.6-3 px in
+normal layers lit the whole part (5 000 of 16 384 px) and stopped the print by cluster area.
+Geometric evidence reaches the monitor through the image score.
+
 Without references (none sent, or a layer whose previous layer and outline are both missing or
 unusable) a layer is scored by the texture channel alone, at RADAR's own decision; the method
 logs that once. The geometry channel is fitted only when the training data carry references;
@@ -39,7 +46,6 @@ from rich.console import Console
 from scorer.artifact import Artifact, ArtifactError, require
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
-    cluster_areas,
     image_threshold,
     read_areas,
     to_results,
@@ -86,7 +92,7 @@ def _checked(ref: LayerReference | None, shape: tuple[int, ...]) -> LayerReferen
     if outline is not None and np.asarray(outline).shape != shape[:2]:
         problems.append(f"outline is {np.asarray(outline).shape}, the layer {shape[:2]}")
         outline = None
-    return LayerReference(previous, outline, "; ".join(problems) or None)
+    return LayerReference(previous, outline, "; ".join(problems) or None, ref.placement)
 
 
 class RadarGeometryScorer:
@@ -181,7 +187,7 @@ class RadarGeometryScorer:
             )
         elif not any(_usable(r) for r in refs):
             self._texture_only_once("no previous layer or outline came with the layers")
-        scores, maps, channel_scores = [], [], []
+        scores, maps, channel_scores, states = [], [], [], []
         geometry: list[tuple[float, np.ndarray] | None] = []
         for img, r, ts, tm in zip(images, refs, t_scores, t_maps, strict=True):
             if self.geometry is None or not _usable(r):
@@ -189,6 +195,7 @@ class RadarGeometryScorer:
                 scores.append(ts * self.threshold)
                 maps.append(tm * self.pixel_threshold)
                 channel_scores.append({TEXTURE: float(ts)})
+                states.append(None)
                 geometry.append(None)
                 continue
             assert r is not None
@@ -198,6 +205,7 @@ class RadarGeometryScorer:
             scores.append(RULES[self.rule](ts, gs))
             maps.append(np.maximum(tm, gm))
             channel_scores.append({TEXTURE: float(ts), GEOMETRY: gs})
+            states.append(self.geometry.normal_placement(a))
             geometry.append((gs, gm))
         scores_arr = np.array(scores)
         flags = scores_arr > self.threshold
@@ -210,8 +218,10 @@ class RadarGeometryScorer:
             self.texture.config.features,
             start,
         )
-        for res, cs in zip(out, channel_scores, strict=True):
+        for res, t, cs, st in zip(out, texture, channel_scores, states, strict=True):
+            res.largest_area = t.largest_area  # the texture channel's (module docstring)
             res.channel_scores = cs
+            res.outline_state = st
             res.fired = self._fired(cs, res.anomalous)
         return ChannelOutputs(out, texture, geometry)
 
@@ -310,9 +320,7 @@ class RadarGeometryScorer:
         maps = [r.anomaly_map for r in results]
         pixels = np.concatenate([m.ravel() for m in maps])
         self._pixel_threshold = float(np.quantile(pixels, self.texture.config.pixel_quantile))
-        self.calibration_areas = cluster_areas(
-            maps, self._pixel_threshold, self.texture.config.features
-        )
+        self.calibration_areas = list(self.texture.calibration_areas)  # see largest_area
         self.calibration_scores = [float(v) for v in fused]
         self.metadata["fusion"] = {
             "channels": [TEXTURE, GEOMETRY],

@@ -58,6 +58,7 @@ from layerwatch.core.kafka import (
 from layerwatch.core.retry import Backoff
 from layerwatch.core.wire import DLQ_REASON_HEADER, DLQ_SOURCE_HEADER, MessageError
 from scorer.history import JobKey, LayerHistory
+from scorer.job_placement import JobPlacements
 from scorer.maps import compress_map
 from scorer.messages import ScoreMessage
 from scorer.methods import LayerReference, Method, score_layers, uses_references
@@ -83,6 +84,7 @@ class ServiceConfig:
     max_poll_interval_ms: int = 300_000
     history_layers: int = 2  # previous-layer images kept per job (methods with references)
     history_jobs: int = 256  # jobs held in memory; the least recently seen is dropped
+    placement_layers: int = 16  # a job's normal placement: the median of this many layers
 
 
 @dataclass
@@ -165,6 +167,10 @@ class ScorerService(KafkaService):
         self.history = LayerHistory(
             cfg.history_layers if self.references else 0, cfg.history_jobs, self._load_history
         )
+        self.placements = JobPlacements(
+            max(cfg.placement_layers, 1), max(cfg.placement_layers // 2, 1),
+            cfg.history_jobs, self._load_placements,
+        )  # fmt: skip
         if not self.references:
             log.info(
                 "model uses no references: layers are scored on the image alone",
@@ -232,7 +238,11 @@ class ScorerService(KafkaService):
                 "e2e_latency_ms": e2e_ms, "captured_at": lm.captured_at, "scored_at": now,
                 "channel_scores": sm.channel_scores, "fired": ",".join(sm.fired),
                 "outline_error": ref.outline_error if ref is not None else None,
+                "outline_state": None if res.outline_state is None else list(res.outline_state),
             })  # fmt: skip
+            self.placements.add(
+                (lm.printer, lm.job), lm.layer, res.outline_state, bool(res.anomalous)
+            )
             if self.history.layers:  # the layer's own file (no re-encoding) unless raw
                 raw = lm.content_type == RAW
                 image_rows.append(key | {
@@ -331,7 +341,9 @@ class ScorerService(KafkaService):
                            "reason": error},
                 )  # fmt: skip
             key = (lm.printer, lm.job)
-            refs.append(LayerReference(self.history.previous(key, lm.layer), outline, error))
+            previous = self.history.previous(key, lm.layer)
+            placement = self.placements.placement(key, lm.layer) if outline is not None else None
+            refs.append(LayerReference(previous, outline, error, placement))
             self.history.add(key, lm.layer, img)
         return refs
 
@@ -352,6 +364,23 @@ class ScorerService(KafkaService):
             log.warning(
                 "previous layers not read back", extra={"printer": key[0], "job": key[1],
                                                          "error": str(exc)},
+            )  # fmt: skip
+            return []
+
+    def _load_placements(
+        self, key: JobKey, before: int, limit: int
+    ) -> list[tuple[float, float, float]]:
+        """A job's stored placements (after a restart or an eviction); an unreachable database
+        costs the job's reference (the previous layer's placement stands in), not the layer."""
+        try:
+            with self.engine.connect() as conn:
+                return repository.recent_outline_states(
+                    conn, key[0], key[1], self.model.model_version, before, limit
+                )
+        except OperationalError as exc:
+            log.warning(
+                "job placement not read back", extra={"printer": key[0], "job": key[1],
+                                                      "error": str(exc)},
             )  # fmt: skip
             return []
 
@@ -503,6 +532,7 @@ class ScorerService(KafkaService):
         if jobs:
             log.info("partitions revoked: layer history dropped", extra={"jobs": jobs})
         self.history.clear()
+        self.placements.clear()
 
     def _hand_over(self, pending: queue.Queue[ScoredBatch | None], batch: ScoredBatch) -> None:
         """Queue a scored batch for the writer; while it waits, commit what became durable."""

@@ -59,6 +59,7 @@ def run(
         metrics_host=s.metrics_host,
         store_maps=not no_maps, max_poll_interval_ms=s.max_poll_interval_ms,
         history_layers=s.scorer_history_layers, history_jobs=s.scorer_history_jobs,
+        placement_layers=s.scorer_placement_layers,
     )  # fmt: skip
     service = ScorerService(method, cfg)
     service.install_signal_handlers()

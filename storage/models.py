@@ -112,6 +112,9 @@ class Score(Base):
     )
     fired: Mapped[str] = mapped_column(Text, default="", server_default="", nullable=False)
     outline_error: Mapped[str | None] = mapped_column(Text)  # why a sent outline was not used
+    # Migration 0004: the layer's placement against its outline, [dx, dy, shape] px
+    # (scorer.geometry.OUTLINE_STATE), when it may serve the job's normal placement; else NULL.
+    outline_state: Mapped[list | None] = mapped_column(JSONB(none_as_null=True))
     __table_args__ = (Index("ix_scores_scored_at", "scored_at"),)
 
 

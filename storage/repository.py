@@ -160,6 +160,29 @@ def recent_layer_images(
     return [(int(r.layer), bytes(r.image), int(r.channels)) for r in rows]
 
 
+def recent_outline_states(
+    conn: Connection, printer: str, job: str, model_version: str, before: int, limit: int
+) -> list[tuple[float, float, float]]:
+    """The placements (scorer.geometry.OUTLINE_STATE) that ``model_version`` found on a job's
+    last ``limit`` unflagged layers below ``before`` that have one, in layer order: the
+    scorer's job reference (each model's segmenter places the part its own way)."""
+    t = _table(Score)
+    rows = conn.execute(
+        select(t.c.outline_state)
+        .where(
+            t.c.printer == printer,
+            t.c.job == job,
+            t.c.model_version == model_version,
+            t.c.layer < before,
+            t.c.anomalous.is_(False),
+            t.c.outline_state.is_not(None),
+        )
+        .order_by(t.c.layer.desc())
+        .limit(limit)
+    )
+    return [(float(a), float(b), float(c)) for ((a, b, c),) in reversed(list(rows))]
+
+
 def upsert_chart_points(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return upsert(conn, ChartPoint, rows)
 

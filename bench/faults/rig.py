@@ -60,6 +60,7 @@ class RigOptions:
     scorers: int = 1
     phase1_layers: int = 10  # the monitor's Phase I: each job's first layers
     phase1: str = "job"  # or "model": the model's calibration is the Phase I, charts from layer 0
+    warmup_layers: int = 0  # the policy's [start] warmup_layers: each job's first layers uncharted
     partitions: int = 4
     batch: int = 4
     size: int = 32
@@ -158,7 +159,10 @@ class Rig:
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _policy(self) -> str:
-        lines = ['[stop]\naction = "pause"\n']
+        lines = [
+            f"[start]\nwarmup_layers = {self.opts.warmup_layers}\n",
+            '[stop]\naction = "pause"\n',
+        ]
         for p in range(self.opts.printers):
             lines.append(
                 f'[printers.p{p}.target]\nkind = "webhook"\nurl = "{self.printer.url}"\n'  # type: ignore[union-attr]
@@ -503,7 +507,7 @@ class Rig:
             raise RuntimeError(f"the feeder failed: {feed.error}")
         self._dead_before = feed.dead_before
         o = self.opts
-        phase1 = o.phase1_layers if o.phase1 == "job" else 0
+        phase1 = o.warmup_layers + (o.phase1_layers if o.phase1 == "job" else 0)
         want = (len(feed.good), o.printers * max(o.layers - phase1, 0), len(feed.bad))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         description="Jobs whose last layers the scorer keeps in memory (least "
         "recently seen evicted; read back from the database when seen again).",
     )
+    scorer_placement_layers: int = Field(
+        16,
+        ge=1,
+        description="Unflagged layers whose median placement of the part against its "
+        "expected outline is a job's normal placement (the geometry channel compares each "
+        "layer with it; known once half of them are there).",
+    )
     gcode_homography: (
         tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
         | None

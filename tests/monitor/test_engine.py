@@ -49,6 +49,21 @@ def test_repeated_and_older_layers_are_ignored() -> None:
     assert len(mon.update(6, 0.2)[0]) == 3
 
 
+def test_warmup_layers_are_neither_charted_nor_phase1() -> None:
+    policy = parse_policy("[start]\nwarmup_layers = 5\n").default
+    assert policy.start.warmup_layers == 5
+    mon = JobMonitor("p", "j", policy=policy, phase1_layers=20)
+    for layer in range(5):  # far out, as a print's first layers can be: no chart, no alarm
+        assert mon.update(layer, 50.0) == ([], [])
+    assert mon.phase1_pending == []  # nor kept for Phase I
+    normal = _scores(20, 3)
+    for layer, x in zip(range(5, 25), normal, strict=True):
+        assert mon.update(layer, x) == ([], [])
+    assert mon.calibration.score is not None and mon.calibration.score.n == 20
+    assert abs(mon.calibration.score.mu0) < 1.0  # the normal layers, not the warm-up's 50
+    assert len(mon.update(25, 0.0)[0]) == 3  # charts from the first layer after Phase I
+
+
 def test_missing_inputs_skip_their_charts() -> None:
     rng = np.random.default_rng(2)
     cal = fit_calibration(

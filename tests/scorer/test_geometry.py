@@ -111,3 +111,84 @@ def test_a_part_not_found_in_the_previous_layer_scores_finite_and_high(
     assert score(channel, Sample(s.image, LayerReference(blank, s.reference.outline))) > score(
         channel, s
     )
+
+
+def _job(seed: int, layers: range, events: list) -> list[Sample]:
+    renderer = make_renderer(CATEGORY, seed, SIZE, 80)
+    shots = {
+        n: render_layer(renderer, n, events).image for n in range(layers[0] - 1, layers[-1] + 1)
+    }
+    return [
+        Sample(shots[n], LayerReference(shots[n - 1], expected_outline(renderer, n)))
+        for n in layers
+    ]
+
+
+def test_a_persisting_shift_is_seen_against_the_job_placement(channel: GeometryChannel) -> None:
+    """Past its onset a shifted layer matches its (shifted) previous layer: only the job's
+    normal placement of the part against the outline still shows the shift."""
+    job = _job(1200, range(30, 40), [DefectEvent.parse("layer_shift@35:1.0")])
+    normal = [channel.analyse(s.image, s.reference) for s in job[:5]]
+    states = [channel.normal_placement(a) for a in normal]
+    assert all(st is not None for st in states)
+    placement = tuple(float(v) for v in np.median(np.array(states), axis=0))
+    off, prev = FEATURES.index("offset_job"), FEATURES.index("shift_previous")
+    after = job[7]  # layer 37: two layers past the onset
+    alone = channel.analyse(after.image, after.reference)
+    against = channel.analyse(
+        after.image,
+        LayerReference(after.reference.previous, after.reference.outline, None, placement),
+    )
+    assert np.isnan(alone.features[off])  # no job, no job feature (and no proxy)
+    assert alone.features[prev] < 2.0  # it matches its shifted previous layer
+    assert against.features[off] > 3.0 * max(
+        channel.analyse(
+            job[3].image,
+            LayerReference(job[3].reference.previous, job[3].reference.outline, None, placement),
+        ).features[off],
+        1.0,
+    )
+    assert channel.score_features(against.features)[0] > channel.threshold
+    assert (
+        channel.score_features(against.features)[0] > 2 * channel.score_features(alone.features)[0]
+    )
+    assert channel.normal_placement(against) is None  # a displaced layer never teaches the job
+
+
+def test_the_segmenter_is_chosen_per_layer_pair(channel: GeometryChannel) -> None:
+    """The learned segmenter (fitted here on sparse layers 8-70 only) misses the part on a
+    solid bottom layer; the pair's choice takes the segmenter that finds it in both images."""
+    from scorer.geometry import _fill
+    from scorer.segmentation import iou
+
+    bottom = _job(1300, range(2, 3), [])[0]
+    o = bottom.reference.outline
+    kind = channel.choose(bottom.image, bottom.reference.previous, o)
+    found = {
+        k: iou(_fill(channel.part(bottom.image, o, k)), _fill(o)) for k in ("learned", "classical")
+    }
+    assert found[kind] == max(found.values()) and found[kind] > found["learned"] + 0.2, found
+    sparse = _job(1300, range(40, 41), [])[0]
+    assert channel.choose(sparse.image, sparse.reference.previous, sparse.reference.outline) in (
+        "learned",
+        "classical",
+    )
+
+
+def test_a_model_from_before_the_job_features_still_loads(channel: GeometryChannel) -> None:
+    doc, arrays = channel.to_config(), channel.to_arrays()
+    n = FEATURES.index("offset_job")
+    old_doc = {
+        **doc,
+        "features": list(FEATURES[:n]),
+        "config": {
+            k: v for k, v in doc["config"].items() if k not in ("per_layer", "placement_gate")
+        }
+        | {"score_features": ["shift_previous", "boundary_previous"]},
+    }
+    old = GeometryChannel.from_parts(
+        old_doc, {**arrays, "center": arrays["center"][:n], "scale": arrays["scale"][:n]}
+    )
+    assert old.config.per_layer is False  # it keeps its own segmenter choice
+    s = sample(902, 35)
+    assert np.isfinite(old.score_features(old.analyse(s.image, s.reference).features)).all()

@@ -319,7 +319,8 @@ def test_repeated_and_late_layers(
 
 class RecordingMethod:
     """Delegates to a real model; records (image, reference) per call; its "geometry" channel
-    is the mean difference from the previous layer, and fires when there is one."""
+    is the mean difference from the previous layer, and fires when there is one; a layer with
+    an outline is placed at (number of layers seen, 0, 1) and never flagged."""
 
     uses_references = True
 
@@ -339,9 +340,10 @@ class RecordingMethod:
                 if ref.previous is None
                 else float(np.abs(img - ref.previous.astype(float)).mean())
             )
+            placed = None if ref.outline is None else (float(len(self.seen)), 0.0, 1.0)
             out.append(dataclasses.replace(
                 res, channel_scores={"texture": res.score, "geometry": diff or 0.0},
-                fired=("geometry",) if diff else (),
+                fired=("geometry",) if diff else (), outline_state=placed, anomalous=False,
             ))  # fmt: skip
         return out
 
@@ -368,7 +370,7 @@ def test_references_reach_the_method_and_survive_a_restart(
     msgs = [LayerMessage.from_image("p0", job, n, im, outline=mask) for n, im in enumerate(images)]
     msgs[1] = dataclasses.replace(msgs[1], outline=b"not a png")
     _produce(endpoints, topics, msgs[:3])  # one micro-batch (batch_size 4)
-    cfg = _config(endpoints, topics, history_layers=2, max_wait_ms=1500)
+    cfg = _config(endpoints, topics, history_layers=2, max_wait_ms=1500, placement_layers=2)
     model = load_model(tiny_model_dir, pick_device("cpu"))
 
     first = ScorerService(RecordingMethod(model), cfg)
@@ -387,10 +389,13 @@ def test_references_reach_the_method_and_survive_a_restart(
     _run_until(second, lambda: _wait_rows(endpoints, job, 4))
     assert len(second.model.seen) == 1
     assert np.array_equal(second.model.seen[0][1].previous, images[2])  # read back
+    # the job's normal placement too: the median of layers 0 and 2 (1 had no usable outline)
+    assert [r.placement for _, r in seen] == [None, None, None]  # one batch: none known yet
+    assert second.model.seen[0][1].placement == (2.0, 0.0, 1.0)
 
     with db.make_engine(endpoints.database_url).connect() as conn:
         rows = conn.execute(
-            text("SELECT layer, fired, channel_scores, outline_error FROM scores "
+            text("SELECT layer, fired, channel_scores, outline_error, outline_state FROM scores "
                  "WHERE job = :j ORDER BY layer"), {"j": job},
         ).all()  # fmt: skip
     assert [r.layer for r in rows] == [0, 1, 2, 3]  # layer 1 scored despite its outline
@@ -398,6 +403,12 @@ def test_references_reach_the_method_and_survive_a_restart(
     assert set(rows[2].channel_scores) == {"texture", "geometry"}
     assert rows[1].outline_error.startswith("not a PNG")
     assert [r.outline_error for r in rows if r.layer != 1] == [None, None, None]
+    assert [r.outline_state for r in rows] == [
+        [1.0, 0.0, 1.0],
+        None,
+        [3.0, 0.0, 1.0],
+        [1.0, 0.0, 1.0],
+    ]
     stored = _count(endpoints, "SELECT count(*) FROM layer_images WHERE job = :j", j=job)
     assert stored == 2  # bounded: the last 2 layers of the job
     score_msgs = sorted(_score_messages(endpoints, topics, job, 4), key=lambda m: m.layer)

@@ -139,3 +139,27 @@ def test_an_alarm_records_the_channels_that_fired_on_its_layers(
         assert repository.fired_channels(conn, "p", "j", 7) == "geometry,texture"  # 3-7
         assert repository.fired_channels(conn, "p", "j", 2) is None
         assert repository.fired_channels(conn, "p", "other", 9) is None
+
+
+def test_a_jobs_outline_states_are_read_back_for_its_model_unflagged_only(
+    migrated_database: tuple[str, str],
+) -> None:
+    url, _ = migrated_database
+    now = datetime.now(UTC)
+    base = {"printer": "p", "job": "a", "f1": 0.0, "f2": 0.0, "defect_area": 0.0,
+            "latency_ms": 1.0, "captured_at": now, "scored_at": now}  # fmt: skip
+    rows = [
+        base | {"layer": n, "model_version": "m1", "score": 0.1, "anomalous": n == 3,
+                "outline_state": None if n == 1 else [float(n), 0.0, 1.0]}
+        for n in range(6)
+    ] + [base | {"layer": 4, "model_version": "m0", "score": 0.1, "anomalous": False,
+                 "outline_state": [99.0, 0.0, 0.0]}]  # fmt: skip
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        repository.upsert_scores(conn, rows)
+    with engine.connect() as conn:
+        # layer 1 had none (SQL NULL, not JSON null), 3 was flagged, m0 placed its own part
+        assert repository.recent_outline_states(conn, "p", "a", "m1", 5, 3) == [
+            (0.0, 0.0, 1.0), (2.0, 0.0, 1.0), (4.0, 0.0, 1.0)
+        ]  # fmt: skip
+        assert repository.recent_outline_states(conn, "p", "a", "m1", 3, 1) == [(2.0, 0.0, 1.0)]
