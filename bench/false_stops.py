@@ -45,6 +45,7 @@ import torch
 
 from ingest.simulate.defect_types import DefectEvent
 from layerwatch.demo import demo_model_dir
+from monitor.alarms import AlarmPolicy, StartPolicy
 from monitor.calibration import Calibration, fit_print_levels, model_calibration
 from monitor.calibration_prints import CALIBRATION_SEED, score_simulated_print
 from monitor.design import ChartDesign
@@ -109,11 +110,16 @@ class Outcome:
 
 
 def monitor_print(
-    run: PrintRun, calibration: Calibration, phase1_layers: int, design: ChartDesign
+    run: PrintRun,
+    calibration: Calibration,
+    phase1_layers: int,
+    design: ChartDesign,
+    warmup_layers: int = 0,
 ) -> Outcome:
     monitor = JobMonitor(
         "bench", f"{run.name}-{run.seed}", calibration=calibration,
         phase1_layers=phase1_layers, design=design,
+        policy=AlarmPolicy(start=StartPolicy(warmup_layers=warmup_layers)),
     )  # fmt: skip
     first: dict[str, tuple[int, str] | None] = {"warn": None, "stop": None}
     for layer, (score, f1, f2, area, _) in enumerate(run.layers):
@@ -240,6 +246,9 @@ def main() -> None:
     ap.add_argument("--calibration-layers", type=int, default=100)
     ap.add_argument("--designs", default="static:1.5,static:0.5,levels", help="see above")
     ap.add_argument("--phase1-layers", type=int, default=20, help="job Phase I length")
+    ap.add_argument(
+        "--warmup-layers", type=int, default=0, help="each job's first layers left uncharted"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave default)")
     ap.add_argument(
@@ -257,22 +266,30 @@ def main() -> None:
     print(f"scored {len(runs)} prints × {args.layers} layers, {len(calibration)} calibration ones")
 
     static = model_calibration(config)
-    levels = fit_print_levels(static, calibration)
-    print(
-        f"level model: m0 {levels.m0:.3f}, between-print s.d. {levels.between_sd:.3f}, within "
-        f"{levels.within_sd:.3f}, a0 {levels.a0:.2f}, memory {levels.memory:.1f} layers"
-    )
+    levels = None
+    if calibration:
+        levels = fit_print_levels(static, calibration)
+        print(
+            f"level model: m0 {levels.m0:.3f}, between-print s.d. {levels.between_sd:.3f}, "
+            f"within {levels.within_sd:.3f}, a0 {levels.a0:.2f}, memory {levels.memory:.1f} "
+            "layers"
+        )
     summaries = []
     designed = None
     for label in args.designs.split(","):
         kind, _, k = label.partition(":")
+        if kind in ("levels", "memory") and levels is None:
+            raise SystemExit(f"design {label!r} needs calibration prints (--calibration-prints)")
         if kind == "memory" and designed is None:
+            assert levels is not None
             designed = design_memory(levels, ChartDesign(levels=True)).levels
             print(f"designed memory: {designed.memory:.1f} layers (fitted {levels.memory:.1f})")
         cal = {"static": replace(static, levels=None), "levels": replace(static, levels=levels),
                "memory": replace(static, levels=designed), "job": Calibration()}[kind]  # fmt: skip
         design = ChartDesign(k=float(k) if k else None, levels=cal.levels is not None)
-        outcomes = [monitor_print(r, cal, args.phase1_layers, design) for r in runs]
+        outcomes = [
+            monitor_print(r, cal, args.phase1_layers, design, args.warmup_layers) for r in runs
+        ]
         s = summarise(label, outcomes, design.cusum_k)
         summaries.append(s)
         print(
@@ -286,8 +303,8 @@ def main() -> None:
             f"  stops by {', '.join(s['stop_charts'])}; missed {', '.join(s['missed']) or 'none'}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"levels": levels.to_dict(), "summaries": summaries},
-                                        indent=1))  # fmt: skip
+        args.json.write_text(json.dumps({"levels": levels and levels.to_dict(),
+                                         "summaries": summaries}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -117,13 +117,17 @@ def write_normal_layers(category: Path, opts: DemoOptions, on_image: Any = None)
 # Bumped whenever the demo's training or the scorer's defaults change, so a cached model from
 # before is not reused: v2 trained on whole prints (v1 never saw the bottom layers); v3 has
 # 2 noise draws, the low-pass pixel map and the one-sided forest; v4 the tail score and w = 32;
-# v5 the leave-one-out threshold; v6 stores the calibration images' defect-cluster areas.
-DEMO_MODEL_VERSION = "v6"
-# The demo's layers carry their references (the previous layer, the expected outline), but its
-# model is RADAR alone for now: the geometry channel's segmenter does not find the part in the
-# solid bottom layers (0-3), so the layers after them score far above normal and a print would
-# be stopped on its first layers (measured with `tests/layerwatch`'s stream set-up, issue 18).
-DEMO_METHOD = "radar"
+# v5 the leave-one-out threshold; v6 stores the calibration images' defect-cluster areas; v7 is
+# RADAR + geometry.
+DEMO_MODEL_VERSION = "v7"
+# The demo's layers carry their references (the previous layer, the expected outline, and the
+# scorer keeps the job's normal placement of the part), and its model has both channels, so a
+# layer shift or a warped corner (`--defect layer_shift|warping`) is caught by the geometry
+# channel and a texture defect by RADAR.
+DEMO_METHOD = "radar-geometry"
+# The policy leaves each job's first layers uncharted: the solid bottom layers and the first
+# sparse layer over them look unlike every later layer, once a print (issue 18's stream test).
+DEMO_WARMUP_LAYERS = 5
 
 
 def demo_model_dir(home: Path, category: str, size: int) -> Path:
@@ -156,7 +160,7 @@ def demo_model(settings: Settings, opts: DemoOptions, console: Console):
             task = bar.add_task("", total=opts.train_images)
             write_normal_layers(data, opts, lambda: bar.advance(task))
         console.print(
-            f"training RADAR: {opts.train_steps} steps (at most {opts.train_minutes:g} min) "
+            f"training RADAR + geometry: {opts.train_steps} steps (at most {opts.train_minutes:g} min) "
             f"on {opts.train_images} normal layers"
         )
         result = train_model(
@@ -319,7 +323,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
 
     from layerwatch.core.embedded import resolve_endpoints, servers
     from layerwatch.core.kafka import ensure_configured_topics
-    from monitor.alarms import PolicySet
+    from monitor.alarms import AlarmPolicy, PolicySet, StartPolicy
     from monitor.service import MonitorConfig, MonitorService
     from scorer.service import ScorerService, ServiceConfig
     from storage import db
@@ -347,7 +351,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
     ))  # fmt: skip
     monitor = MonitorService(MonitorConfig(
         bootstrap=ep.kafka_bootstrap, database_url=ep.database_url, topics=topics,
-        policies=PolicySet(), printers=printer.policy_printers(), phase1="model",
+        policies=PolicySet(AlarmPolicy(start=StartPolicy(warmup_layers=DEMO_WARMUP_LAYERS))),
+        printers=printer.policy_printers(), phase1="model",
         phase1_layers=phase1_layers(opts), max_wait_ms=50, group=f"{opts.group_prefix}.monitor",
     ))  # fmt: skip
     threads = [threading.Thread(target=s.run, daemon=True) for s in (scorer, monitor)]
@@ -377,8 +382,9 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> int:
                 snap = _snapshot(engine, job)
                 live.update(_view(snap, opts, sent, printer))
                 done_feeding = not feeder.is_alive()
+                uncharted = max(monitor.cfg.phase1_layers, DEMO_WARMUP_LAYERS)
                 charted = set(snap["charts"]) | {
-                    s.layer for s in snap["scores"] if s.layer < monitor.cfg.phase1_layers
+                    s.layer for s in snap["scores"] if s.layer < uncharted
                 }
                 if (
                     done_feeding

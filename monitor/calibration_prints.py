@@ -34,26 +34,34 @@ def score_simulated_print(
     batch: int = 8,
 ) -> np.ndarray:
     """(layers × 5) rows in COLUMNS order for one simulated print. Each layer goes with its
-    references (the previous layer and the expected outline), as `ingest simulate` and the
-    scorer's layer history give them; a model that uses no references ignores them."""
+    references (the previous layer, the expected outline and the job's normal placement), as
+    `ingest simulate` and the scorer's memories give them, batch by batch as the scorer scores
+    them; a model that uses no references ignores them."""
     from ingest.simulate import expected_outline, make_renderer, simulate_print
     from ingest.simulate.categories import resolve_category
     from scorer.data import iter_batches
+    from scorer.job_placement import JobPlacements
     from scorer.methods import LayerReference, score_layers
 
     frames = list(simulate_print(layers, defects, seed=seed, size=size, category=category))
     designed = make_renderer(resolve_category(category, "fdm"), seed, size, layers)
     images = [f.image for f in frames]
-    refs = [
-        LayerReference(images[i - 1] if i else None, expected_outline(designed, f.layer))
-        for i, f in enumerate(frames)
-    ]
-    pairs = list(zip(images, refs, strict=True))
-    results = [
-        r
-        for chunk in iter_batches(pairs, batch)
-        for r in score_layers(model, [i for i, _ in chunk], [ref for _, ref in chunk])
-    ]
+    placements, job = JobPlacements(), ("simulated", str(seed))  # the scorer's defaults
+    results = []
+    for chunk in iter_batches(list(range(len(frames))), batch):
+        refs = [
+            LayerReference(
+                images[i - 1] if i else None,
+                expected_outline(designed, frames[i].layer),
+                None,
+                placements.placement(job, i),
+            )
+            for i in chunk
+        ]
+        scored = score_layers(model, [images[i] for i in chunk], refs)
+        for i, r in zip(chunk, scored, strict=True):
+            placements.add(job, i, r.outline_state, r.anomalous)
+        results += scored
     return np.array(
         [[r.score, r.f1, r.f2, r.largest_area, float(r.anomalous)] for r in results], dtype=float
     )
