@@ -160,8 +160,8 @@ def demo_model(settings: Settings, opts: DemoOptions, console: Console):
             task = bar.add_task("", total=opts.train_images)
             write_normal_layers(data, opts, lambda: bar.advance(task))
         console.print(
-            f"training RADAR + geometry: {opts.train_steps} steps (at most {opts.train_minutes:g} min) "
-            f"on {opts.train_images} normal layers"
+            f"training RADAR + geometry: {opts.train_steps} steps (at most "
+            f"{opts.train_minutes:g} min) on {opts.train_images} normal layers"
         )
         result = train_model(
             data, model_dir, DEMO_METHOD,
