@@ -13,10 +13,11 @@ job's previous layer and with the slicer's expected outline:
   top pixels), the displacement between part and outline, the edge blur along the outline (a
   lifted corner is out of focus) and a low-pass change to the previous layer;
 - the part's placement against the outline compared with the job's normal placement (the
-  median of its earlier unflagged layers, kept by the scorer; the previous layer's placement
-  stands in for it without one): a layer shift or a warped corner *persists* in the layers after
-  it, while every comparison with the previous layer sees it once, at its onset. The segmenter's
-  own bias against the designed outline differs from job to job and cancels here;
+  median of its earlier unflagged layers, kept by the scorer; without one these features are
+  missing, and in fitting the previous layer's placement stands in): a layer shift or a
+  warped corner *persists* in the layers after it, while every comparison with the previous
+  layer sees it once, at its onset. The segmenter's own bias against the designed outline
+  differs from job to job and cancels here;
 - a per-pixel map of geometric deviation: each of those pixel maps in units of its own normal
   extreme (a 0.999 quantile of normal training maps), the largest of them.
 

@@ -42,7 +42,7 @@ class ScoreResult:
     # The channels whose own decision flagged this image ("texture", "geometry"); empty when
     # none did or the method has a single channel.
     fired: tuple[str, ...] = ()
-    # Where the layer's part sits against its expected outline, (dx, dy, boundary deviation)
+    # Where the layer's part sits against its expected outline, (dx, dy, shape deviation)
     # in px (scorer.geometry.OUTLINE_STATE), when it may serve the job's normal placement (the
     # scorer keeps that from these); None without an outline or a geometry channel, or when
     # the layer is placed off the job's normal.
@@ -60,8 +60,8 @@ class LayerReference:
     outline: np.ndarray | None = None  # expected part section, uint8 H×W, 1 = material
     outline_error: str | None = None  # why a sent outline could not be used (for the logs)
     # The job's normal placement of its part against the outline (the median outline state of
-    # its earlier, unflagged layers; scorer.job_placement), or None: the previous layer's
-    # placement stands in for it.
+    # its earlier, unflagged layers; scorer.job_placement), or None: the job features are then
+    # missing (a data set's single layers, a job's first layers).
     placement: tuple[float, float, float] | None = None
 
 

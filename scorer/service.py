@@ -168,9 +168,8 @@ class ScorerService(KafkaService):
             cfg.history_layers if self.references else 0, cfg.history_jobs, self._load_history
         )
         self.placements = JobPlacements(
-            max(cfg.placement_layers, 1), max(cfg.placement_layers // 2, 1),
-            cfg.history_jobs, self._load_placements,
-        )  # fmt: skip
+            cfg.placement_layers, jobs=cfg.history_jobs, load=self._load_placements
+        )
         if not self.references:
             log.info(
                 "model uses no references: layers are scored on the image alone",
@@ -371,7 +370,8 @@ class ScorerService(KafkaService):
         self, key: JobKey, before: int, limit: int
     ) -> list[tuple[float, float, float]]:
         """A job's stored placements (after a restart or an eviction); an unreachable database
-        costs the job's reference (the previous layer's placement stands in), not the layer."""
+        costs the job's reference (its placement features are missing until it is rebuilt),
+        not the layer."""
         try:
             with self.engine.connect() as conn:
                 return repository.recent_outline_states(
