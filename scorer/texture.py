@@ -40,6 +40,7 @@ from scorer.features import _pad, _same_shape_groups, _stack, gaussian_blur
 
 STATISTICS = ("residual", "gradient", "level")
 _TINY = 1e-6
+_CHUNK = 512  # query rows per distance block (bounded memory, cache-sized)
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -118,6 +119,30 @@ def _queries(desc: np.ndarray, stride: int) -> tuple[torch.Tensor, tuple[int, in
     return q.reshape(q.shape[0], -1).T.contiguous(), (q.shape[1], q.shape[2])
 
 
+def _knn_mean_distance(
+    z: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean Euclidean distance of each row of ``z`` to its ``k`` nearest rows of ``bank``
+    (rows where ``exclude`` is true left out).
+
+    The cost is writing the query × bank distance matrix, not the arithmetic (18 dimensions):
+    the nearest neighbours are chosen on ‖b‖² − 2 q·b (one fused matrix product, no square
+    root over the whole matrix), ‖q‖² is added and the root taken for the k kept only, in
+    chunks that stay in cache (512 rows: 1.3× faster than ``torch.cdist`` in 2 048-row chunks
+    on the 2-core CPU, same values to float rounding)."""
+    b2 = bank.square().sum(dim=1)
+    if exclude is not None:
+        b2 = b2.masked_fill(exclude, torch.inf)
+    k = max(1, min(k, len(bank) - (0 if exclude is None else int(exclude.sum()))))
+    out = []
+    for i in range(0, len(z), _CHUNK):
+        q = z[i : i + _CHUNK]
+        d2 = torch.addmm(b2, q, bank.T, alpha=-2.0)
+        d2 = d2.topk(k, dim=1, largest=False).values + q.square().sum(dim=1, keepdim=True)
+        out.append(d2.clamp(min=0.0).sqrt().mean(dim=1))
+    return torch.cat(out) if out else torch.empty(0)
+
+
 @dataclass(frozen=True)
 class TextureCalibration:
     """Robust centre and scale per descriptor dimension and the memory bank of normal
@@ -153,15 +178,8 @@ class TextureCalibration:
         cfg = self.config
         q, (h, w) = _queries(desc, cfg.texture_stride)
         z = (q - torch.tensor(self.center)) / torch.tensor(self.scale)
-        bank = torch.as_tensor(self.bank)
-        k = min(cfg.texture_k, len(bank) - (0 if exclude is None else int(exclude.sum())))
-        dists = []
-        for i in range(0, len(z), 2048):  # bounded memory: 2048 × bank distances at a time
-            d = torch.cdist(z[i : i + 2048], bank)
-            if exclude is not None:
-                d[:, exclude] = torch.inf
-            dists.append(d.topk(max(k, 1), dim=1, largest=False).values.mean(dim=1))
-        m = torch.cat(dists).reshape(1, 1, h, w)
+        m = _knn_mean_distance(z, torch.as_tensor(self.bank), cfg.texture_k, exclude)
+        m = m.reshape(1, 1, h, w)
         m = F.interpolate(m, size=desc.shape[1:], mode="bilinear", align_corners=False)
         return gaussian_blur(m, cfg.texture_map_sigma)[0, 0].numpy().astype(np.float32)
 
