@@ -61,7 +61,8 @@ class Result:
     skipped: dict[str, str]  # engine → why it could not run here
     parameters: int
     flops_per_patch: float
-    peak_gflops: float
+    peak_gflops: float  # float32 (bf16 on CUDA)
+    peak_bf16_gflops: float  # bf16 matrix product (the *-bf16 engines' limit)
     stages: dict[str, float]  # ms per stage of one layer, eager
 
 
@@ -116,9 +117,12 @@ def flops_per_patch(model: UNet) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_gflops(device: DeviceInfo, n: int = 2048, repeats: int = 8) -> float:
-    """Best GFLOP/s of an n×n float32 matrix product (bf16 on CUDA, as the network runs)."""
-    dtype = device.autocast_dtype or torch.float32
+def peak_gflops(
+    device: DeviceInfo, n: int = 2048, repeats: int = 8, dtype: torch.dtype | None = None
+) -> float:
+    """Best GFLOP/s of an n×n matrix product: float32 (bf16 on CUDA, as the network runs),
+    or ``dtype``."""
+    dtype = dtype or device.autocast_dtype or torch.float32
     a = torch.randn(n, n, device=device.device, dtype=dtype)
     b = torch.randn(n, n, device=device.device, dtype=dtype)
     best = float("inf")
@@ -218,18 +222,19 @@ def run(
             skipped[name] = f"{type(e).__name__}: {e}"
     fpp = flops_per_patch(base.model)
     peak = peak_gflops(device)
+    peak_bf16 = peak_gflops(device, dtype=torch.bfloat16)
     rows: list[BenchRow] = []
     stages: dict[str, float] = {}
     for size in sizes:
         images = synthetic_images(max(batch, 8), size)
         n_patches = PatchGrid(size, size, patch, stride).count
-        limit_ms = 1000 * fpp * n_patches * draws / (peak * 1e9)
         for s in scorers.values():  # warm-up at this size
             s.score_batch(images[:batch])
         thr = _rounds(scorers, [images[:batch]] * repeats)
         lat = _rounds(scorers, [[images[i % len(images)]] for i in range(n_latency)])
         for name in scorers:
             ms = sorted(1000 * v for v in lat[name])
+            engine_peak = peak_bf16 if name.endswith("-bf16") else peak
             rows.append(
                 BenchRow(
                     name,
@@ -238,7 +243,7 @@ def run(
                     batch * repeats / sum(thr[name]),
                     statistics.median(ms),
                     ms[min(len(ms) - 1, int(0.95 * len(ms)))],
-                    limit_ms,
+                    1000 * fpp * n_patches * draws / (engine_peak * 1e9),
                 )
             )
         eager = next((r for r in rows if r.size == size and r.backend == "eager"), None)
@@ -249,7 +254,7 @@ def run(
                 print(row_line(r, fpp), flush=True)
         if size == sizes[0] and "eager" in scorers:
             stages = stage_breakdown(scorers["eager"], images[0])
-    return Result(rows, skipped, count_parameters(base.model), fpp, peak, stages)
+    return Result(rows, skipped, count_parameters(base.model), fpp, peak, peak_bf16, stages)
 
 
 def main() -> None:
@@ -299,7 +304,8 @@ def report(res: Result, width: int, draws: int, device: DeviceInfo, first_size: 
         f"{draws} draws, device {device.device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} at the end",
         f"network: {fpp / 1e6:.0f} MFLOP per patch; measured peak {res.peak_gflops:.0f} GFLOP/s "
-        f"({'bf16' if device.autocast_dtype else 'fp32'} 2048² matrix product)\n",
+        f"({'bf16' if device.autocast_dtype else 'fp32'} 2048² matrix product; the FLOP limit "
+        f"of the -bf16 engines: bf16, {res.peak_bf16_gflops:.0f} GFLOP/s)\n",
         "| engine | size | patches/layer | GFLOP/layer | layers/s | × eager | p50 ms | p95 ms "
         "| FLOP limit ms | p50 ÷ limit |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from scorer.artifact import ArtifactError
-from scorer.device import BACKEND_CHOICES, DeviceInfo
+from scorer.device import BACKEND_CHOICES, DeviceInfo, cpu_has_native_bf16
 from scorer.unet import UNet
 
 BACKENDS = BACKEND_CHOICES[1:]
@@ -41,7 +42,8 @@ ARCH_KEY = "layerwatch.architecture"
 # Largest error an engine may show against eager on the probe batch, relative to the RMS of
 # eager's output: float32 engines differ by summation order only (≈1e-6 measured); int8
 # weights by their rounding (measured ≈1–3 % on trained width-16 models).
-PROBE_TOLERANCE = {"onnxruntime-int8": 0.1}
+# bf16 keeps 8 bits of mantissa: ≈0.6 % measured on a random width-16 network.
+PROBE_TOLERANCE = {"onnxruntime-int8": 0.1, "eager-bf16": 0.05, "openvino-bf16": 0.05}
 DEFAULT_PROBE_TOLERANCE = 1e-3
 
 
@@ -67,9 +69,14 @@ def resolve_backend(name: str, device: DeviceInfo) -> str:
         raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {name!r}")
     if name != "auto":
         return name
-    # CPU: eager (oneDNN, channels-last) was the fastest float32 engine in bench.bench_scorer
-    # on the 2-core CPU; torch.compile was faster per pass but takes minutes to compile.
-    # CUDA: eager bf16 is the path tested here (no GPU on this machine).
+    if device.is_cuda:
+        return "eager"  # bf16 autocast: the path tested here (no GPU on this machine)
+    # CPU with bf16 in hardware (AVX512-BF16/AMX): OpenVINO in bf16 was the fastest engine in
+    # bench.bench_scorer, and bf16 left image AUROC within 0.005 of float32 on the seed-1
+    # models (bench.backend_accuracy). Without it: eager (oneDNN, channels-last) was the
+    # fastest float32 engine; torch.compile is faster per pass but takes minutes to compile.
+    if cpu_has_native_bf16() and importlib.util.find_spec("openvino") is not None:
+        return "openvino-bf16"
     return "eager"
 
 
@@ -170,11 +177,13 @@ def _cpu_copy(model: UNet) -> UNet:
 @dataclass
 class EagerBackend:
     """PyTorch as trained, in device-sized chunks (bf16 autocast and channels-last on CUDA;
-    pinned host memory so the copies overlap)."""
+    pinned host memory so the copies overlap). ``bf16`` autocasts on the CPU too: oneDNN's
+    bf16 convolutions on a CPU with AVX512-BF16 or AMX."""
 
     model: nn.Module
     device: DeviceInfo
     name: str = "eager"
+    bf16: bool = False
 
     def forward(self, xt: torch.Tensor, t: int) -> torch.Tensor:
         out = torch.empty_like(xt)
@@ -182,7 +191,12 @@ class EagerBackend:
         t_vec = torch.full((step,), t, dtype=torch.long, device=self.device.device)
         if self.device.is_cuda:
             xt = xt.pin_memory()
-        with torch.inference_mode(), self.device.autocast():
+        cast = (
+            torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+            if self.bf16 and not self.device.is_cuda
+            else self.device.autocast()
+        )
+        with torch.inference_mode(), cast:
             for i in range(0, xt.shape[0], step):
                 chunk = self.device.prepare(xt[i : i + step])
                 out[i : i + step] = self._call(chunk, t_vec[: chunk.shape[0]]).float().to("cpu")
@@ -296,15 +310,17 @@ def _inline_identities(onnx_bytes: bytes) -> bytes:
 
 
 class OpenVinoBackend:
-    """OpenVINO's CPU plugin on the export (float32 inference, one stream: latency)."""
+    """OpenVINO's CPU plugin on the export (one stream: latency), in float32 or, with
+    ``bf16``, bf16 inference (``INFERENCE_PRECISION_HINT``; in hardware on AVX512-BF16/AMX)."""
 
-    def __init__(self, onnx_bytes: bytes, device: DeviceInfo) -> None:
+    def __init__(self, onnx_bytes: bytes, device: DeviceInfo, bf16: bool = False) -> None:
+        name = "openvino-bf16" if bf16 else "openvino"
         try:
             import openvino as ov
         except ImportError as e:
-            raise BackendUnavailableError("backend 'openvino' needs openvino") from e
+            raise BackendUnavailableError(f"backend {name!r} needs openvino") from e
         if device.is_cuda:
-            raise BackendUnavailableError("backend 'openvino' runs on the CPU only here")
+            raise BackendUnavailableError(f"backend {name!r} runs on the CPU only here")
         core = ov.Core()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / EXPORT_FILE
@@ -312,13 +328,13 @@ class OpenVinoBackend:
             model = core.read_model(str(path))
         config = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         }
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.chunk = device.patch_batch
-        self.name = "openvino"
+        self.name = name
 
     def forward(self, xt: torch.Tensor, t: int) -> torch.Tensor:
         x = np.ascontiguousarray(xt.numpy(), dtype=np.float32)
@@ -347,7 +363,9 @@ def make_backend(
     backend: NetworkBackend
     if name == "eager":
         return eager
-    if name == "compile":
+    if name == "eager-bf16":
+        backend = EagerBackend(model, device, name, bf16=True)
+    elif name == "compile":
         backend = CompiledBackend(model, device)
     else:
         if export_file is not None and export_file.is_file():
@@ -359,7 +377,7 @@ def make_backend(
         elif name == "onnxruntime-int8":
             backend = OnnxRuntimeBackend(quantize_int8(onnx_bytes), device, name)
         else:
-            backend = OpenVinoBackend(onnx_bytes, device)
+            backend = OpenVinoBackend(onnx_bytes, device, bf16=name == "openvino-bf16")
     if probe:
         check_against_eager(backend, eager, model)
     return backend

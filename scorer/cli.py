@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from layerwatch.core.settings import DEFAULT_MAX_PIXELS
+from layerwatch.core.settings import BACKEND_HELP, DEFAULT_MAX_PIXELS
 
 # torch loads only when a command runs, so ``layerwatch --help`` stays fast.
 
@@ -56,8 +56,9 @@ def export_cmd(
     device: str = typer.Option("cpu", help="auto|cpu|cuda: where the check runs"),
 ) -> None:
     """Export the model's network to MODEL/model.onnx for the ONNX engines (onnxruntime,
-    onnxruntime-int8, openvino). The file records the SHA-256 of the weights it was made from;
-    loading refuses it for any other weights. Without it those engines export at load time."""
+    onnxruntime-int8, openvino, openvino-bf16). The file records the SHA-256 of the weights it
+    was made from; loading refuses it for any other weights. Without it those engines export
+    at load time."""
     from layerwatch.core.console import fail
     from scorer.artifact import ArtifactError
     from scorer.backends import EXPORT_FILE, make_backend, weights_sha256, write_export
@@ -155,8 +156,7 @@ def score_cmd(
     device: str = typer.Option("auto", help="auto|cpu|cuda"),
     backend: str | None = typer.Option(
         None,
-        help="engine of the network: auto|eager|compile|onnxruntime|onnxruntime-int8|openvino "
-        "(default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND)",
+        help=BACKEND_HELP,
     ),
     batch_size: int = typer.Option(8, help="images per network batch"),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="refuse images larger than this"),
@@ -185,8 +185,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", help="auto|cpu|cuda"),
     backend: str | None = typer.Option(
         None,
-        help="engine of the network: auto|eager|compile|onnxruntime|onnxruntime-int8|openvino "
-        "(default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND)",
+        help=BACKEND_HELP,
     ),
     batch_size: int = typer.Option(8, help="images per network batch"),
 ) -> None:

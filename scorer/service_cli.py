@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from layerwatch.core.settings import BACKEND_HELP
+
 app = typer.Typer(help="The scoring service (consumer group 'scorer').", no_args_is_help=True)
 
 
@@ -17,8 +19,7 @@ def run(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     backend: str | None = typer.Option(
         None,
-        help="Engine of the network: auto | eager | compile | onnxruntime | onnxruntime-int8 | "
-        "openvino (default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND).",
+        help=BACKEND_HELP,
     ),
     metrics_port: int | None = typer.Option(
         None, help="Metrics and health port (default: settings; 0 = off)."

@@ -26,6 +26,23 @@ from layerwatch.core.topics import Topics
 
 # 4096×4096: far above a camera frame, far below a decompression bomb.
 DEFAULT_MAX_PIXELS = 16_777_216
+# Engines of the scoring network (scorer.backends); "auto" = the measured fastest for the
+# device. Kept here, not in scorer/, so the CLI's --help does not import torch.
+BACKEND_CHOICES = (
+    "auto",
+    "eager",
+    "eager-bf16",
+    "compile",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-bf16",
+)
+BACKEND_HELP = (
+    "engine of the network: "
+    + "|".join(BACKEND_CHOICES)
+    + " (default: the scorer_backend setting, LAYERWATCH_SCORER_BACKEND)"
+)
 
 
 def _toml_file() -> Path:
@@ -90,9 +107,11 @@ class Settings(BaseSettings):
     )
     scorer_backend: str = Field(
         "auto",
-        pattern=r"^(auto|eager|compile|onnxruntime|onnxruntime-int8|openvino)$",
-        description="Engine that runs the scoring network: auto (the measured fastest for the "
-        "device), eager, compile, onnxruntime, onnxruntime-int8 or openvino.",
+        pattern="^(" + "|".join(BACKEND_CHOICES) + ")$",
+        description="Engine that runs the scoring network: "
+        + ", ".join(BACKEND_CHOICES)
+        + " (auto: the measured fastest for the device; the -bf16 engines: bf16 inference "
+        "on a CPU with AVX512-BF16/AMX).",
     )
 
     scorer_history_layers: int = Field(

@@ -27,11 +27,11 @@ from scorer.radar import RadarScorer
 
 # Stated tolerances against eager, on the tiny model's scores of the same images. float32
 # engines differ only in summation order: maps to 1e-4 absolute (the residual is O(1)), image
-# scores and features to 1e-3 relative. int8 weights change the residual by ~1 %: its map
-# and scores are held to 10 % (its accuracy is measured on trained models by bench_scorer).
-TOLERANCE = {
-    "onnxruntime-int8": {"map_atol": 0.1, "rel": 0.1},
-}
+# scores and features to 1e-3 relative. int8 weights change the residual by ~1 %, bf16 (8 bits
+# of mantissa) by ~0.5 %: their maps and scores are held to 10 % (their accuracy is measured
+# on trained models by bench.backend_accuracy).
+LOW_PRECISION = {"map_atol": 0.1, "rel": 0.1}
+TOLERANCE = {name: LOW_PRECISION for name in ("onnxruntime-int8", "eager-bf16", "openvino-bf16")}
 FLOAT32 = {"map_atol": 1e-4, "rel": 1e-3}
 
 
@@ -152,3 +152,27 @@ def test_probe_refuses_an_engine_that_disagrees(tiny_model: RadarScorer) -> None
     with pytest.raises(RuntimeError, match="disagrees with eager"):
         check_against_eager(wrong, EagerBackend(tiny_model.model, tiny_model.device), other)
     assert make_backend("eager", tiny_model.model, tiny_model.device).name == "eager"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_is_openvino_bf16_only_on_a_cpu_with_bf16_in_hardware(
+    monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    import scorer.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: native_bf16)
+    cpu = pick_device("cpu", backend="auto")
+    assert backends.resolve_backend("auto", cpu) == ("openvino-bf16" if native_bf16 else "eager")
+    assert backends.resolve_backend("onnxruntime", cpu) == "onnxruntime"  # a choice stands
+    gpu = replace(cpu, device=torch.device("cuda"))
+    assert backends.resolve_backend("auto", gpu) == "eager"  # bf16 autocast on CUDA
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags() -> None:
+    from scorer.device import cpu_has_native_bf16
+
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
