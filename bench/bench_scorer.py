@@ -92,7 +92,9 @@ def build_scorer(
     torch.nn.init.normal_(model.out.weight, std=0.02)  # zero-init output would be too easy
     config = RadarConfig(patch=patch, stride=stride, t_star=100, draws=draws)
     scorer = RadarScorer(model, config, replace(device, backend="eager"))
-    scorer.calibrate(synthetic_images(4, 64, seed=1), candidates=(100,))
+    # 128² calibration layers give the texture map its full memory bank (8 192 descriptors,
+    # as a trained model has): the evidence map's cost grows with it
+    scorer.calibrate(synthetic_images(4, 128, seed=1), candidates=(100,))
     return scorer
 
 

@@ -116,7 +116,9 @@ def run_category(
     for name, over in variants.items():
         scorer = RadarScorer(model.model, with_overrides(model.config, over), model.device)
         scorer.calibrate_residuals(cal_res, cal)
+        start = time.perf_counter()
         results = scorer.score_residuals(test_res, images)
+        post_ms = 1000 * (time.perf_counter() - start) / max(1, len(images))
         scored = [
             ScoredSample(s, img, r.score, r.anomalous, r.anomaly_map, m)
             for s, img, r, m in zip(samples, images, results, masks, strict=True)
@@ -124,6 +126,8 @@ def run_category(
         rep = compute_report(scorer, test_dir, scored, 1.0).to_dict()
         out[name] = {k: rep[k] for k in ("image_auroc", "f1", "pixel_auroc", "pro", "recall",
                                          "false_positive_rate", "per_kind")}  # fmt: skip
+        # what follows the network, per layer (features, texture evidence, detector)
+        out[name]["post_ms_per_layer"] = round(post_ms, 1)
     return out
 
 
