@@ -115,7 +115,11 @@ def descriptors(
 
 
 def _queries(desc: np.ndarray, stride: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    q = torch.as_tensor(desc[:, ::stride, ::stride])
+    """Descriptors every ``stride`` pixels, from row/column (stride − 1) // 2: the bilinear
+    upsampling of their map (align_corners=False) puts sample i at stride·i + (stride − 1)/2,
+    so the map is off by at most half a pixel (from 0, stride 4 put it 1.5 px off)."""
+    o = (stride - 1) // 2
+    q = torch.as_tensor(desc[:, o::stride, o::stride])
     return q.reshape(q.shape[0], -1).T.contiguous(), (q.shape[1], q.shape[2])
 
 

@@ -176,3 +176,17 @@ def test_texture_artifact_round_trip_and_older_artifacts_keep_the_residual_featu
     assert loaded_old.config.image_features == "residual" and loaded_old.texture is None
     (res,) = loaded_old.score_batch([img])
     assert res.anomaly_map.shape == img.shape and np.isfinite(res.score)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_a_coarser_query_grid_keeps_the_evidence_peak_in_place(stride: int) -> None:
+    rng = np.random.default_rng(0)
+    normal = [rng.normal(0, 0.01, (1, 96, 96)).astype(np.float32) for _ in range(3)]
+    cfg = TextureConfig(texture_stride=stride, texture_map_sigma=0, texture_bank=4096)
+    cal, _ = TextureCalibration.fit(normal, cfg)
+    yy, xx = np.mgrid[:96, :96]
+    for cy, cx in ((41, 57), (50, 30)):
+        bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2)).astype(np.float32)
+        ev = cal.evidence([bump[None]])[0]
+        py, px = np.unravel_index(int(np.argmax(ev)), ev.shape)
+        assert abs(py - cy) <= 1 and abs(px - cx) <= 1, (stride, (py, px), (cy, cx))
