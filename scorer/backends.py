@@ -71,10 +71,11 @@ def resolve_backend(name: str, device: DeviceInfo) -> str:
         return name
     if device.is_cuda:
         return "eager"  # bf16 autocast: the path tested here (no GPU on this machine)
-    # CPU with bf16 in hardware (AVX512-BF16/AMX): OpenVINO in bf16 was the fastest engine in
-    # bench.bench_scorer, and bf16 left image AUROC within 0.005 of float32 on the seed-1
-    # models (bench.backend_accuracy). Without it: eager (oneDNN, channels-last) was the
-    # fastest float32 engine; torch.compile is faster per pass but takes minutes to compile.
+    # CPU with bf16 in hardware (AVX512-BF16/AMX): OpenVINO in bf16 had the lowest p50/p95
+    # of a single 256² layer and the most layers/s at 512² in bench.bench_scorer (eager-bf16
+    # the most layers/s in batches of 256²), and bf16 left image AUROC within 0.005 of
+    # float32 on the seed-1 models (bench.backend_accuracy). Without it: eager (oneDNN,
+    # channels-last) was the fastest float32 engine; torch.compile takes minutes to compile.
     if cpu_has_native_bf16() and importlib.util.find_spec("openvino") is not None:
         return "openvino-bf16"
     return "eager"
