@@ -127,6 +127,11 @@ class RadarGeometryScorer:
         self._said_texture_only = False
 
     @property
+    def engine(self) -> str:
+        """The texture channel's network engine (RadarScorer.engine)."""
+        return self.texture.engine
+
+    @property
     def channels(self) -> int:
         return self.texture.channels
 

@@ -253,6 +253,12 @@ class RadarScorer:
         return self._backend
 
     @property
+    def engine(self) -> str:
+        """The network's engine, built (exported, probed) now if it was not yet: a service
+        asks at start so its first layer does not pay for the export."""
+        return self.backend.name
+
+    @property
     def channels(self) -> int:
         return self.model.config.in_channels
 

@@ -496,7 +496,12 @@ class ScorerService(KafkaService):
         self._consumer.subscribe(
             [cfg.topics.layers], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
-        log.info("scorer running", extra={"group": cfg.group, "model": self.model.model_version})
+        # the network's engine is built now (an ONNX export takes seconds), not on layer one
+        engine = getattr(self.model, "engine", None)
+        log.info(
+            "scorer running",
+            extra={"group": cfg.group, "model": self.model.model_version, "engine": engine},
+        )
         # One batch waits while the writer persists the previous one: bounded memory, and at
         # most two batches replay after a crash.
         pending: queue.Queue[ScoredBatch | None] = queue.Queue(maxsize=1)

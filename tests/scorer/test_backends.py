@@ -176,3 +176,11 @@ def test_cpu_bf16_detection_reads_the_cpu_flags() -> None:
     except OSError:
         pytest.skip("no /proc/cpuinfo on this system")
     assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_engine_names_the_engine_and_builds_it(tiny_model: RadarScorer) -> None:
+    twin = _with_backend(tiny_model, "openvino-bf16")
+    assert twin._backend is None  # built on first use …
+    assert twin.engine == "openvino-bf16"
+    assert twin._backend is not None  # … which asking for the engine is
+    assert _with_backend(tiny_model, "eager").engine == "eager"
