@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.radar_accuracy import model_specs
 from scorer.backends import BACKENDS, BackendUnavailableError
 from scorer.device import pick_device
 from scorer.evaluate import evaluate
@@ -48,7 +49,7 @@ class Row:
 
 def score(model_dir: Path, category: Path, engine: str) -> Row:
     model = load_model(model_dir, replace(pick_device("cpu"), backend=engine))
-    _ = getattr(model, "backend", None)  # build and probe the engine before the clock
+    _ = getattr(model, "engine", None)  # build and probe the engine before the clock
     rep = evaluate(model, category)
     return Row(
         model_dir.name,
@@ -119,16 +120,7 @@ def main() -> None:
     unknown = sorted(set(engines) - set(BACKENDS))
     if unknown:
         ap.error(f"unknown backends {unknown}; known: {BACKENDS}")
-    pairs: list[tuple[Path, Path]] = []
-    for spec in args.model:
-        if ":" in spec:
-            m, _, c = spec.partition(":")
-            pairs.append((Path(m), Path(c)))
-            continue
-        root = Path(spec)  # a radar_accuracy output folder: every model with its data set
-        for model_dir in sorted((root / "models").iterdir()):
-            process, _, category = model_dir.name.partition("_")
-            pairs.append((model_dir, root / "data" / process / category))
+    pairs = model_specs(args.model)
     rows, skipped = run(pairs, engines)
     print(report(rows, skipped, args.tolerance))
     if args.json:

@@ -45,6 +45,23 @@ def default_categories() -> list[str]:
     return fdm + [f"lpbf:{c.name}" for c in CATEGORIES.values() if c.process == "lpbf"]
 
 
+def model_specs(specs: list[str]) -> list[tuple[Path, Path]]:
+    """(model directory, test category directory) pairs from ``MODEL_DIR:CATEGORY_DIR``
+    specs, or from a run's ``--out`` folder (every model it trained, with its data set: the
+    layout main() writes)."""
+    pairs: list[tuple[Path, Path]] = []
+    for spec in specs:
+        if ":" in spec:
+            model, _, category = spec.partition(":")
+            pairs.append((Path(model), Path(category)))
+            continue
+        root = Path(spec)
+        for found in sorted((root / "models").iterdir()):
+            process, _, category = found.name.partition("_")
+            pairs.append((found, root / "data" / process / category))
+    return pairs
+
+
 def ensure_dataset(
     root: Path, process: str, category: str, args: argparse.Namespace, reference: bool = False
 ) -> Path:
@@ -151,7 +168,7 @@ def main() -> None:
     for spec in specs:
         process, _, category = spec.partition(":")
         cat_dir = ensure_dataset(args.out / "data", process, category, args)
-        model_dir = args.out / "models" / f"{process}_{category}"
+        model_dir = args.out / "models" / f"{process}_{category}"  # read by model_specs
         start = time.monotonic()
         result = train_model(cat_dir, model_dir, "radar", settings, "auto")
         train_min = (time.monotonic() - start) / 60

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bench.radar_accuracy import model_specs
 from bench.real_accuracy import parse_variant, run_category
 from scorer.device import pick_device
 from scorer.methods import load_model
@@ -37,7 +38,12 @@ DEFAULT_VARIANTS = (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, help="MODEL_DIR:CATEGORY_DIR")
+    ap.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="MODEL_DIR:CATEGORY_DIR (repeatable), or a bench.radar_accuracy --out folder",
+    )
     ap.add_argument(
         "--variants", default=DEFAULT_VARIANTS, help="name:key=value;key=value,… (texture.key)"
     )
@@ -51,8 +57,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     results = {}
-    for spec in args.model:
-        model_dir, category = (Path(p) for p in spec.split(":", 1))
+    for model_dir, category in model_specs(args.model):
         model = load_model(model_dir, pick_device("cpu"))
         if not isinstance(model, RadarScorer):
             raise SystemExit(f"{model_dir}: a RADAR model is needed, not {type(model).__name__}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -45,12 +46,12 @@ class DeviceInfo:
         return x
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU computes bf16 products in hardware (AVX512-BF16 or AMX): there a
     bf16 network pass is ~1.7× faster than float32 (bench.bench_scorer); elsewhere oneDNN
-    emulates bf16 and it is slower. Read from /proc/cpuinfo (Linux); False where unknown."""
+    emulates bf16 and it is slower. Read from ``cpuinfo`` (Linux); False where unknown."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with cpuinfo.open(encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())

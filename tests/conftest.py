@@ -20,7 +20,8 @@ os.environ["TERMINAL_WIDTH"] = TEST_TERMINAL_WIDTH
 # The scoring network runs eagerly in float32 unless a test asks for another engine: the
 # product's `auto` (openvino-bf16 on a CPU with bf16 in hardware) exports the network at every
 # model load (2-4 s, hundreds of loads in the suite), and the tests' expected values are those
-# of float32. tests/scorer/test_backends.py runs every engine, `auto` included, against eager.
+# of float32. tests/scorer/test_backends.py runs every engine against eager and checks what
+# `auto` resolves to.
 os.environ.setdefault("LAYERWATCH_SCORER_BACKEND", "eager")
 
 import contextlib

@@ -168,14 +168,18 @@ def test_auto_is_openvino_bf16_only_on_a_cpu_with_bf16_in_hardware(
     assert backends.resolve_backend("auto", gpu) == "eager"  # bf16 autocast on CUDA
 
 
-def test_cpu_bf16_detection_reads_the_cpu_flags() -> None:
+def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path: Path) -> None:
     from scorer.device import cpu_has_native_bf16
 
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        pytest.skip("no /proc/cpuinfo on this system")
-    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    def cpu(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\n")
+        return path
+
+    assert cpu_has_native_bf16(cpu("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni"))
+    assert cpu_has_native_bf16(cpu("fpu avx512f amx_tile amx_bf16"))
+    assert not cpu_has_native_bf16(cpu("fpu sse2 avx2 avx512f avx512bw"))  # emulated bf16
+    assert not cpu_has_native_bf16(tmp_path / "missing")  # not Linux: unknown is no
 
 
 def test_engine_names_the_engine_and_builds_it(tiny_model: RadarScorer) -> None:
