@@ -31,6 +31,7 @@ from scorer.device import pick_device
 from scorer.evaluate import ScoredSample, compute_report
 from scorer.methods import TrainSettings, load_model
 from scorer.radar import RadarConfig, RadarScorer
+from scorer.texture import bank_sample
 from scorer.train import load_train_data, train_model
 
 SIMULATOR = ("fdm_rectilinear", "fdm_grid", "lpbf_powder", "lpbf_fused")
@@ -107,15 +108,21 @@ def run_category(
     variants: dict[str, dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     settings = TrainSettings(**model.metadata["training"]["settings"])
-    cal = load_train_data(train_dir, settings).calibration
+    data = load_train_data(train_dir, settings)
+    cal = data.calibration
     samples = mvtec_test_samples(test_dir)
     images = [read_image(s.path, model.channels) for s in samples]
     masks = [read_mask(s, img.shape[:2]) for s, img in zip(samples, images, strict=True)]
     cal_res, test_res = residuals(model, cal), residuals(model, images)
+    bank_res: dict[int, list[np.ndarray]] = {}  # the texture bank's residuals, by bank size
     out = {}
     for name, over in variants.items():
         scorer = RadarScorer(model.model, with_overrides(model.config, over), model.device)
-        scorer.calibrate_residuals(cal_res, cal)
+        n = scorer.config.texture.texture_bank_images if scorer.config.uses_texture else 0
+        bank = bank_sample(data.train, n)
+        if n not in bank_res:
+            bank_res[n] = residuals(model, bank)
+        scorer.calibrate_residuals(cal_res, cal, bank_res[n], bank)
         start = time.perf_counter()
         results = scorer.score_residuals(test_res, images)
         post_ms = 1000 * (time.perf_counter() - start) / max(1, len(images))

@@ -40,7 +40,7 @@ from scorer.options import MethodConfig
 from scorer.patches import PatchGrid, pad_to_patch, position_noise
 from scorer.patchnet import seconds_per_call
 from scorer.tail import TailConfig, TailDetector
-from scorer.texture import TextureCalibration, TextureConfig, descriptors
+from scorer.texture import TextureCalibration, TextureConfig, bank_sample, descriptors
 from scorer.training_loop import PatchSampler, train_diffusion
 from scorer.unet import UNet, UNetConfig, count_parameters
 from scorer.whitening import ResidualWhitening, WhiteningConfig, content
@@ -423,10 +423,15 @@ class RadarScorer:
         )
 
     def calibrate(
-        self, images: Sequence[np.ndarray], candidates: Sequence[int], batch: int = 8
+        self,
+        images: Sequence[np.ndarray],
+        candidates: Sequence[int],
+        batch: int = 8,
+        bank_images: Sequence[np.ndarray] = (),
     ) -> None:
         """Choose t* on normal hold-out images only, then fit the whitening, the forest and the
-        pixel threshold at t*."""
+        pixel threshold at t*. ``bank_images`` (normal training images) make the texture
+        memory bank (see TextureCalibration.fit); thresholds still come from ``images``."""
         if len(images) < 2:
             raise ValueError("calibration needs at least 2 held-out normal images")
         cost = T_CRITERIA[self.config.criterion]
@@ -434,12 +439,11 @@ class RadarScorer:
         per_t: dict[int, tuple[list[ImageFeatures], ResidualWhitening | None]] = {}
         for t in candidates:
             start = time.perf_counter()
-            residuals: list[np.ndarray] = []
-            for i in range(0, len(images), batch):
-                residuals += self.residual_maps(images[i : i + batch], t)
+            residuals = self._residuals(images, t, batch)
             kurt = [_excess_kurtosis(r) for r in residuals]
             whitening = self._fit_whitening([np.sum(r * r, axis=0) for r in residuals], images)
-            texture, evidence = self._fit_texture(residuals, images)
+            bank_res = self._residuals(bank_images, t, batch) if self.config.uses_texture else []
+            texture, evidence = self._fit_texture(residuals, images, bank_res, bank_images)
             feats = self._features(residuals, images, whitening, texture, evidence)
             f = np.array([[x.f1, x.f2] for x in feats])
             m = {
@@ -465,14 +469,26 @@ class RadarScorer:
             "images": len(images),
         }
 
+    def _residuals(self, images: Sequence[np.ndarray], t: int, batch: int) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i in range(0, len(images), batch):
+            out += self.residual_maps(images[i : i + batch], t)
+        return out
+
     def _fit_texture(
-        self, residuals: Sequence[np.ndarray], images: Sequence[np.ndarray]
+        self,
+        residuals: Sequence[np.ndarray],
+        images: Sequence[np.ndarray],
+        bank_residuals: Sequence[np.ndarray] = (),
+        bank_images: Sequence[np.ndarray] = (),
     ) -> tuple[TextureCalibration | None, list[np.ndarray] | None]:
-        """The texture calibration and the held-out images' own (leave-one-out) evidence."""
+        """The texture calibration and the held-out images' own evidence (against a bank of
+        training images' descriptors when given, else leave one image out)."""
         if not self.config.uses_texture:
             return None, None
         stats = self._texture_stats(residuals, images)
-        return TextureCalibration.fit(stats, self.config.texture, self.config.noise_seed)
+        bank = self._texture_stats(bank_residuals, bank_images) if len(bank_images) else []
+        return TextureCalibration.fit(stats, self.config.texture, self.config.noise_seed, bank)
 
     def _fit_thresholds(self, feats: Sequence[ImageFeatures]) -> None:
         matrix = np.array([[x.f1, x.f2] for x in feats])
@@ -483,14 +499,19 @@ class RadarScorer:
         )
 
     def calibrate_residuals(
-        self, residuals: Sequence[np.ndarray], images: Sequence[np.ndarray]
+        self,
+        residuals: Sequence[np.ndarray],
+        images: Sequence[np.ndarray],
+        bank_residuals: Sequence[np.ndarray] = (),
+        bank_images: Sequence[np.ndarray] = (),
     ) -> None:
         """Re-fit the post-processing (whitening, texture tables, detector, pixel threshold)
-        at the current t* from held-out normal images' residual maps, without the network:
-        post-processing choices are compared on one network pass."""
+        at the current t* from held-out normal images' residual maps (and the texture bank's
+        training images'), without the network: post-processing choices are compared on one
+        network pass."""
         energies = [np.sum(r * r, axis=0) for r in residuals]
         self.whitening = self._fit_whitening(energies, images)
-        self.texture, evidence = self._fit_texture(residuals, images)
+        self.texture, evidence = self._fit_texture(residuals, images, bank_residuals, bank_images)
         self._fit_thresholds(
             self._features(residuals, images, self.whitening, self.texture, evidence)
         )
@@ -530,7 +551,13 @@ class RadarScorer:
         h, w = np.asarray(data.calibration[0]).shape[:2]
         grid = PatchGrid(max(h, config.patch), max(w, config.patch), config.patch, config.stride)
         per_patch = scorer.patch_seconds()
-        n_fwd = len(data.calibration) * grid.count * config.draws * len(settings.t_candidates)
+        bank = (
+            bank_sample(data.train, config.texture.texture_bank_images)
+            if config.uses_texture
+            else []
+        )
+        n_images = len(data.calibration) + len(bank)
+        n_fwd = n_images * grid.count * config.draws * len(settings.t_candidates)
         # The texture evidence map (descriptors and their nearest normal neighbours) costs about
         # as much as the network on CPU (profiled at 128²: 125 ms against 143 ms a layer);
         # without it in the reserve, trainings ran 0.4 to 2.3 minutes over a 10-minute budget.
@@ -560,7 +587,7 @@ class RadarScorer:
         )
         scorer.set_model(ema)  # type: ignore[arg-type]
         cal_start = time.perf_counter()
-        scorer.calibrate(data.calibration, settings.t_candidates)
+        scorer.calibrate(data.calibration, settings.t_candidates, bank_images=bank)
         scorer.metadata["training"] = {
             **stats.to_dict(),
             "calibration_seconds": round(time.perf_counter() - cal_start, 2),
@@ -570,6 +597,7 @@ class RadarScorer:
             "source": data.source,
             "n_train_images": len(data.train),
             "n_calibration_images": len(data.calibration),
+            "n_texture_bank_images": len(bank),
             "image_shape": list(np.asarray(data.train[0]).shape),
             "calibration_images": data.calibration_names,
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("show_progress",)},

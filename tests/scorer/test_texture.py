@@ -18,7 +18,13 @@ from scorer.artifact import ArtifactError
 from scorer.device import pick_device
 from scorer.methods import TrainData, load_model
 from scorer.radar import RadarScorer
-from scorer.texture import TextureCalibration, TextureConfig, _knn_mean_distance, descriptors
+from scorer.texture import (
+    TextureCalibration,
+    TextureConfig,
+    _knn_mean_distance,
+    bank_sample,
+    descriptors,
+)
 
 SIZE = 64
 
@@ -190,3 +196,48 @@ def test_a_coarser_query_grid_keeps_the_evidence_peak_in_place(stride: int) -> N
         ev = cal.evidence([bump[None]])[0]
         py, px = np.unravel_index(int(np.argmax(ev)), ev.shape)
         assert abs(py - cy) <= 1 and abs(px - cx) <= 1, (stride, (py, px), (cy, cx))
+
+
+def test_a_training_bank_scores_overlapping_calibration_crops_like_fresh_ones() -> None:
+    """Calibration crops of one small area share pixels: left one out, each still finds its
+    neighbours' copies in the bank, so its evidence is lower than a fresh normal image's and
+    the threshold lands too low. Scored against a bank of training images instead, the
+    calibration evidence is what fresh images get."""
+    cfg = TextureConfig(texture_bank=4096)
+    area = region(load_photo("gravel"), "calibration")[:, : SIZE + 8]  # crops overlap ≥ 7/8
+    rng = np.random.default_rng(3)
+    cal = [np.clip(np.rint(crop(area, SIZE, rng)), 0, 255).astype(np.uint8) for _ in range(10)]
+    fresh = _gravel("test", 10, 4)
+    bank = _descs(_gravel("train", 24, 5), cfg)
+    cal_d, fresh_d = _descs(cal, cfg), _descs(fresh, cfg)
+
+    def gap(calibration: TextureCalibration, own: list[np.ndarray]) -> float:
+        ref = np.mean([m.mean() for m in calibration.evidence(fresh_d)])
+        return float(ref - np.mean([m.mean() for m in own]))
+
+    loo_gap = gap(*TextureCalibration.fit(cal_d, cfg))
+    bank_gap = gap(*TextureCalibration.fit(cal_d, cfg, bank_descs=bank))
+    assert loo_gap > 0.15  # leave-one-out is optimistic on overlapping crops (measured 0.28)
+    assert abs(bank_gap) < loo_gap / 2  # measured −0.05
+
+
+def test_radar_builds_its_texture_bank_from_training_images_when_asked(
+    settings_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    data = TrainData(
+        train=_gravel("train", 12, 6), calibration=_gravel("calibration", 4, 7),
+        channels=1, source="gravel",
+    )  # fmt: skip
+    settings = settings_factory(steps=2, t_candidates=(100,), extra={"texture_bank_images": 6})
+    model = RadarScorer.fit(data, settings, pick_device("cpu"), time.monotonic() + 900)
+    assert model.config.texture.texture_bank_images == 6
+    assert model.metadata["training"]["n_texture_bank_images"] == 6
+    # 6 training images of 32 × 32 queries (stride 2 at 64²): the bank holds only their rows
+    assert len(model.texture.bank) == 6 * 32 * 32
+
+
+def test_bank_sample_spreads_over_the_list() -> None:
+    images = [np.full((2, 2), i) for i in range(10)]
+    picked = [int(x[0, 0]) for x in bank_sample(images, 4)]
+    assert picked == [0, 3, 6, 9]
+    assert len(bank_sample(images, 50)) == 10 and bank_sample(images, 0) == []
