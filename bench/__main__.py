@@ -14,6 +14,7 @@ import sys
 QUICK = (
     "bench.bench_simulate",
     "bench.bench_monitor",
+    "bench.bench_knn",
     "bench.bench_scorer",
     "bench.bench_pipeline",
 )

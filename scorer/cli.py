@@ -117,6 +117,7 @@ def train_cmd(
         "whiten=true|false, pixel_map=texture|lowpass|sobel, "
         "image_features=both|texture|residual, texture_scales=2+4+8, "
         "texture_statistics=residual+gradient+level, texture_bank=8192, texture_k=3, "
+        "texture_search=ivf|exact, texture_cells=128, texture_probes=8, "
         "detector=tail|iforest, one_sided=true|false, contamination=0.02; before issue 23: "
         "pixel_map=lowpass image_features=residual; the paper's pipeline: whiten=false "
         "pixel_map=sobel image_features=residual detector=iforest one_sided=false draws=1 "

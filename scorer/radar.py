@@ -645,8 +645,12 @@ class RadarScorer:
             # Artifacts from before these settings stored no choice: they used the Sobel map
             # (their pixel threshold is on that scale) and a two-sided forest.
             iforest = {"one_sided": False, **radar_doc.get("iforest", {})}
+            # ... and texture maps from before the inverted file searched their bank exactly.
+            texture = {"texture_search": "exact", **radar_doc.get("texture", {})}
             old = {"pixel_map": "sobel", "detector": "iforest", "image_features": "residual"}
-            config = RadarConfig.from_dict({**old, **radar_doc, "iforest": iforest})
+            config = RadarConfig.from_dict(
+                {**old, **radar_doc, "iforest": iforest, "texture": texture}
+            )
         except (TypeError, ValueError, KeyError) as e:
             raise ArtifactError(cfg_path, f"invalid settings ({e})") from e
         cal = require(doc, "calibration", dict, cfg_path)

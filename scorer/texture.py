@@ -17,7 +17,8 @@ Here each pixel gets a descriptor of local statistics at several scales σ (Gaus
 
 Each dimension is centred and scaled by its robust spread over the held-out normal images, and
 a pixel's evidence is the distance of its descriptor to the nearest descriptors of a memory
-bank drawn from those images' pixels (k nearest, mean distance). Being far from every normal
+bank drawn from those images' pixels (k nearest, mean distance; found by an inverted file by
+default, scorer.knn). Being far from every normal
 pixel is evidence both ways: less texture than any normal place as much as more. Comparing
 with whole normal descriptors rather than each statistic's marginal range keeps what is
 normal *together* (a flat brick face next to a mortar line) from hiding a defect: the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,10 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from scorer.features import _pad, _same_shape_groups, _stack, gaussian_blur
+from scorer.knn import SEARCHES, BankIndex
 
 STATISTICS = ("residual", "gradient", "level")
 _TINY = 1e-6
-_CHUNK = 512  # query rows per distance block (bounded memory, cache-sized)
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -76,6 +78,11 @@ class TextureConfig:
     # lpbf_powder 0.988/0.93/0.870 → 0.991/0.94/0.863, lpbf_fused 0.700/0.39/0.724 →
     # 0.705/0.33/0.726.
     texture_bank_images: int = 0
+    # Nearest-neighbour search of the bank (scorer.knn): "exact", or "ivf", an inverted file of
+    # texture_cells k-means cells of which the texture_probes nearest are searched per query.
+    texture_search: str = "ivf"
+    texture_cells: int = 128
+    texture_probes: int = 8
 
     def __post_init__(self) -> None:
         for name in ("texture_statistics", "texture_scales"):
@@ -93,6 +100,10 @@ class TextureConfig:
             raise ValueError("texture_bank_images must be ≥ 0")
         if self.texture_bank < 1 or self.texture_k < 1 or self.texture_stride < 1:
             raise ValueError("texture_bank, texture_k and texture_stride must be ≥ 1")
+        if self.texture_search not in SEARCHES:
+            raise ValueError(f"texture_search must be one of {SEARCHES}")
+        if self.texture_cells < 1 or self.texture_probes < 1:
+            raise ValueError("texture_cells and texture_probes must be ≥ 1")
         if self.texture_map_sigma < 0 or self.texture_window < 1:
             raise ValueError("texture_map_sigma must be ≥ 0 and texture_window ≥ 1")
 
@@ -154,30 +165,6 @@ def _queries(desc: np.ndarray, stride: int) -> tuple[torch.Tensor, tuple[int, in
     return q.reshape(q.shape[0], -1).T.contiguous(), (q.shape[1], q.shape[2])
 
 
-def _knn_mean_distance(
-    z: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean Euclidean distance of each row of ``z`` to its ``k`` nearest rows of ``bank``
-    (rows where ``exclude`` is true left out).
-
-    The cost is writing the query × bank distance matrix, not the arithmetic (18 dimensions):
-    the nearest neighbours are chosen on ‖b‖² − 2 q·b (one fused matrix product, no square
-    root over the whole matrix), ‖q‖² is added and the root taken for the k kept only, in
-    chunks that stay in cache (512 rows: 1.3× faster than ``torch.cdist`` in 2 048-row chunks
-    on the 2-core CPU, same values to float rounding)."""
-    b2 = bank.square().sum(dim=1)
-    if exclude is not None:
-        b2 = b2.masked_fill(exclude, torch.inf)
-    k = max(1, min(k, len(bank) - (0 if exclude is None else int(exclude.sum()))))
-    out = []
-    for i in range(0, len(z), _CHUNK):
-        q = z[i : i + _CHUNK]
-        d2 = torch.addmm(b2, q, bank.T, alpha=-2.0)
-        d2 = d2.topk(k, dim=1, largest=False).values + q.square().sum(dim=1, keepdim=True)
-        out.append(d2.clamp(min=0.0).sqrt().mean(dim=1))
-    return torch.cat(out) if out else torch.empty(0)
-
-
 @dataclass(frozen=True)
 class TextureCalibration:
     """Robust centre and scale per descriptor dimension and the memory bank of normal
@@ -225,10 +212,16 @@ class TextureCalibration:
         cfg = self.config
         q, (h, w) = _queries(desc, cfg.texture_stride)
         z = (q - torch.tensor(self.center)) / torch.tensor(self.scale)
-        m = _knn_mean_distance(z, torch.as_tensor(self.bank), cfg.texture_k, exclude)
+        m = self.index.mean_distance(z, cfg.texture_k, exclude)
         m = m.reshape(1, 1, h, w)
         m = F.interpolate(m, size=desc.shape[1:], mode="bilinear", align_corners=False)
         return gaussian_blur(m, cfg.texture_map_sigma)[0, 0].numpy().astype(np.float32)
+
+    @cached_property
+    def index(self) -> BankIndex:
+        """The bank's nearest-neighbour search, built once per calibration."""
+        cfg = self.config
+        return BankIndex(self.bank, cfg.texture_search, cfg.texture_cells, cfg.texture_probes)
 
     def evidence(self, descs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Evidence map per image: distance to the nearest normal descriptors, smoothed."""

@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from ingest.simulate.photos import crop, load_photo, region
 from scorer.artifact import ArtifactError
@@ -21,7 +20,6 @@ from scorer.radar import RadarScorer
 from scorer.texture import (
     TextureCalibration,
     TextureConfig,
-    _knn_mean_distance,
     bank_sample,
     descriptors,
 )
@@ -70,23 +68,6 @@ def test_evidence_grows_with_distance_from_normal_both_ways() -> None:
         far = cal.evidence([normal[0] + shift])[0].mean()
         farther = cal.evidence([normal[0] + 2 * shift])[0].mean()
         assert far > 3 * own[0].mean() and farther > far
-
-
-def test_knn_distance_equals_brute_force_with_and_without_left_out_rows() -> None:
-    gen = torch.Generator().manual_seed(0)
-    z, bank = torch.randn(1500, 18, generator=gen), torch.randn(3000, 18, generator=gen)
-    out = torch.rand(3000, generator=gen) < 0.3
-    for exclude in (None, out):
-        d = torch.cdist(z, bank)
-        if exclude is not None:
-            d[:, exclude] = torch.inf
-        want = d.topk(3, dim=1, largest=False).values.mean(dim=1)
-        got = _knn_mean_distance(z, bank, 3, exclude)
-        assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
-    # k larger than what is left: every remaining row
-    got = _knn_mean_distance(z[:5], bank[:4], 10, torch.tensor([True, False, False, True]))
-    want = torch.cdist(z[:5], bank[1:3]).mean(dim=1)
-    assert torch.allclose(got, want, atol=1e-4)
 
 
 def test_calibration_round_trip_and_bad_tables() -> None:
