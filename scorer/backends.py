@@ -384,6 +384,36 @@ def make_backend(
     return backend
 
 
+class EngineMixin:
+    """A scorer whose ``model`` runs through the engine ``device.backend`` names, built
+    (exported, probed against eager) on first use and again when ``model`` is replaced: every
+    method that uses it is timed and scored on the same engine (RADAR and the ddpm-recon
+    baseline in ``bench compare``). ``export_file``, when set and present, is the ONNX export
+    to use (refused if made from other weights)."""
+
+    model: UNet
+    device: DeviceInfo
+    _version: str
+    export_file: Path | None = None
+    _backend: NetworkBackend | None = None
+    _backend_for: nn.Module | None = None  # the weights the engine was built from
+
+    @property
+    def backend(self) -> NetworkBackend:
+        if self._backend is None or self._backend_for is not self.model:
+            self._backend = make_backend(
+                self.device.backend, self.model, self.device, self.export_file, self._version
+            )
+            self._backend_for = self.model
+        return self._backend
+
+    @property
+    def engine(self) -> str:
+        """The network's engine, built now if it was not yet: a service asks at start so its
+        first layer does not pay for the export."""
+        return self.backend.name
+
+
 def check_against_eager(backend: NetworkBackend, eager: EagerBackend, model: UNet) -> float:
     """Relative RMS difference of ``backend`` to eager on a seeded probe batch; raises when it
     is above the engine's tolerance (a wrong or stale export, a broken engine)."""

@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, require
+from scorer.backends import EngineMixin
 from scorer.calibration import (
     DEFAULT_CONTAMINATION,
     DEFAULT_PIXEL_QUANTILE,
@@ -87,8 +88,10 @@ class DdpmReconConfig(MethodConfig):
         return sorted(set(ts.round().astype(int).tolist()), reverse=True)
 
 
-class DdpmReconScorer(MapCalibration):
-    """ε_θ (trained as RADAR's) + DDIM reconstruction + thresholds from held-out normals."""
+class DdpmReconScorer(EngineMixin, MapCalibration):
+    """ε_θ (trained as RADAR's) + DDIM reconstruction + thresholds from held-out normals. The
+    network runs on the same engine as RADAR's (``device.backend``), so that a speed ratio
+    between the two measures the method, not the engine."""
 
     name: ClassVar[str] = "ddpm-recon"
 
@@ -126,7 +129,7 @@ class DdpmReconScorer(MapCalibration):
         ts = self.config.timesteps
         x = self.diffusion.q_sample(x0, ts[0], noise)
         for i, t in enumerate(ts):
-            eps = forward_chunks(self.model, self.device, x, t)
+            eps = self.backend.forward(x, int(t))
             x = self.diffusion.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, eps)
         return x
 

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 
 from scorer.artifact import Artifact, ArtifactError, check_state_dict, require
-from scorer.backends import EXPORT_FILE, NetworkBackend, make_backend
+from scorer.backends import EXPORT_FILE, EngineMixin
 from scorer.calibration import map_features, pixel_calibration, read_areas, to_results
 from scorer.data import to_model_tensor
 from scorer.device import DeviceInfo
@@ -200,7 +200,7 @@ T_CRITERIA = {
 }
 
 
-class RadarScorer:
+class RadarScorer(EngineMixin):
     """The RADAR method: trained ε_θ + calibration (t*, Isolation Forest, pixel threshold)."""
 
     name: ClassVar[str] = "radar"
@@ -235,28 +235,7 @@ class RadarScorer:
         if self.device.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._backend: NetworkBackend | None = None  # built on first use, for these weights
-
-    @property
-    def backend(self) -> NetworkBackend:
-        """The engine running the network (``device.backend``; scorer.backends), built and
-        checked against eager on first use. ``export_file``, when set and present, is the
-        ONNX export it must use (refused if it was made from other weights)."""
-        if self._backend is None:
-            self._backend = make_backend(
-                self.device.backend,
-                self.model,
-                self.device,
-                self.export_file,
-                self._version,
-            )
-        return self._backend
-
-    @property
-    def engine(self) -> str:
-        """The network's engine, built (exported, probed) now if it was not yet: a service
-        asks at start so its first layer does not pay for the export."""
-        return self.backend.name
+        self._backend = None  # built on first use, for these weights (EngineMixin)
 
     @property
     def channels(self) -> int:
