@@ -49,6 +49,7 @@ COLUMNS = (
     ("images_per_second", "images/s", "{:.2f}"),
     ("speed_vs_radar", "speed ÷ RADAR", "{:.3f}"),
     ("train_seconds", "train s", "{:.0f}"),
+    ("engine", "engine", "{}"),
 )
 
 
@@ -84,6 +85,9 @@ class Row:
     n_defect: int
     model_version: str
     speed_vs_radar: float = float("nan")
+    # The engine that ran the method's network: a speed ratio between methods on different
+    # engines measures the engines too, so the record says which ran.
+    engine: str = ""
 
 
 def ensure_category(root: Path, category: str, spec: DataSpec) -> Path:
@@ -142,6 +146,7 @@ def mean_rows(rows: list[Row]) -> list[Row]:
                 n_good=sum(r.n_good for r in sel),
                 n_defect=sum(r.n_defect for r in sel),
                 model_version="",
+                engine=", ".join(dict.fromkeys(r.engine for r in sel)),
                 **nums,
             )
         )
@@ -309,6 +314,9 @@ def run_compare(
                         n_good=rep.n_good,
                         n_defect=rep.n_defect,
                         model_version=rep.model_version,
+                        # RADAR and ddpm-recon run on the scorer's engine (EngineMixin); the
+                        # other methods' networks run in eager PyTorch.
+                        engine=str(getattr(model, "engine", "eager")),
                     )
                 )
                 progress.advance(task)

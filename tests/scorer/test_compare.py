@@ -61,10 +61,18 @@ def test_compare_writes_table_and_png_for_every_method(
     assert result.exit_code == 0, result.output
     md = (out / "compare.md").read_text()
     assert "speed ÷ RADAR" in md
-    table = [line for line in md.splitlines() if line.startswith("| fdm_grid |")]
-    assert sorted(line.split(" | ")[1] for line in table) == sorted(METHODS)
-    radar = next(line for line in table if line.split(" | ")[1] == "radar")
-    assert radar.split(" | ")[-2] == "1.000"  # RADAR's own speed ratio
+    lines = md.splitlines()
+    head = next(line for line in lines if line.startswith("| category |")).strip("| ").split(" | ")
+    table = {
+        cells[1]: dict(zip(head, cells, strict=True))
+        for cells in (line.strip("| ").split(" | ") for line in lines)
+        if cells[0] == "fdm_grid"
+    }
+    assert sorted(table) == sorted(METHODS)
+    assert table["radar"]["speed ÷ RADAR"] == "1.000"  # RADAR's own speed ratio
+    # the speed ratio to ddpm-recon compares methods on one engine, and the record says which
+    assert table["ddpm-recon"]["engine"] == table["radar"]["engine"] != ""
+    assert table["diffusionad"]["engine"] == "eager"
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((out / "compare.json").read_text())
     assert {r["method"] for r in doc["rows"]} == set(METHODS)
