@@ -49,6 +49,8 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Library chatter (one line per migration plugin) stays out of the service logs.
-    for name in ("alembic", "httpx", "urllib3"):
+    # Library chatter stays out of the service logs: one line per migration plugin, and faiss's
+    # loader reporting at INFO that it "could not load" SIMD modules its dynamic-dispatch build
+    # does not need (it runs AVX2/AVX-512 kernels from its one library all the same).
+    for name in ("alembic", "httpx", "urllib3", "faiss.loader"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scorer.data import (
     ImageError,
@@ -20,7 +21,11 @@ from scorer.data import (
 )
 from scorer.features import (
     FeatureConfig,
+    _gaussian_kernel,
+    _pad,
+    box_mean,
     defect_mask,
+    gaussian_blur,
     global_norm,
     image_features,
     lowpass_pixel_maps,
@@ -39,6 +44,24 @@ def test_f1_is_size_invariant_and_f2_finds_the_hot_window() -> None:
     assert float(max_window_norm(edge, 16)) == pytest.approx(1.0)
     assert float(global_norm(edge)) < float(max_window_norm(edge, 16))
     assert rng is not None
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64, 80), (1, 1, 9, 40)])
+def test_fast_filters_equal_their_pytorch_definitions(shape: tuple[int, ...]) -> None:
+    """OpenCV's blur and the two-pass box mean replace conv2d/avg_pool2d for speed only:
+    same kernel, same reflected border (the 9-row image takes the replicate fallback at σ 4),
+    same values to float rounding, and autograd still flows through the PyTorch path."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    for sigma in (0.7, 2.0, 4.0):
+        k = _gaussian_kernel(sigma)
+        r = k.numel() // 2
+        ref = F.conv2d(F.conv2d(_pad(x, r), k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+        torch.testing.assert_close(gaussian_blur(x, sigma), ref, rtol=0, atol=1e-5)
+    for k in (4, 9):
+        torch.testing.assert_close(box_mean(x, k), F.avg_pool2d(x, k, stride=1), rtol=0, atol=1e-5)
+    g = x.clone().requires_grad_()
+    gaussian_blur(g, 2.0).sum().backward()
+    assert g.grad is not None and g.grad.shape == x.shape
 
 
 def test_image_features_respond_to_a_local_disturbance_and_are_exact() -> None:
