@@ -361,7 +361,8 @@ def compare(
     ),
 ) -> None:
     """Train and evaluate every method on the same categories, data and budget; write a
-    Markdown table and a PNG (accuracy, precision, recall, F1, AUROCs, ms/image, speed ÷ RADAR)."""
+    Markdown table and a PNG (accuracy, precision, recall, F1, AUROCs, ms/image, speed ÷ RADAR,
+    and the engine that ran each method's network)."""
     import torch
 
     from scorer.cli import _options
