@@ -386,7 +386,8 @@ def make_backend(
 
 class EngineMixin:
     """A scorer whose ``model`` runs through the engine ``device.backend`` names, built
-    (exported, probed against eager) on first use and again when ``model`` is replaced: every
+    (exported, probed against eager) on first use and again when ``model`` or ``device`` is
+    replaced (new weights, another engine): every
     method that uses it is timed and scored on the same engine (RADAR and the ddpm-recon
     baseline in ``bench compare``). ``export_file``, when set and present, is the ONNX export
     to use (refused if made from other weights)."""
@@ -396,15 +397,17 @@ class EngineMixin:
     _version: str
     export_file: Path | None = None
     _backend: NetworkBackend | None = None
-    _backend_for: nn.Module | None = None  # the weights the engine was built from
+    # the weights and device the engine was built for
+    _backend_for: tuple[nn.Module, DeviceInfo] | None = None
 
     @property
     def backend(self) -> NetworkBackend:
-        if self._backend is None or self._backend_for is not self.model:
+        # a module compares by identity, a (frozen) DeviceInfo by its fields
+        if self._backend is None or self._backend_for != (self.model, self.device):
             self._backend = make_backend(
                 self.device.backend, self.model, self.device, self.export_file, self._version
             )
-            self._backend_for = self.model
+            self._backend_for = (self.model, self.device)
         return self._backend
 
     @property

@@ -37,7 +37,6 @@ from scorer.patchnet import (
     PatchGroup,
     calibration_reserve,
     cut_patches,
-    forward_chunks,
     group_noise,
     load_weights,
     map_patches,
@@ -180,12 +179,11 @@ class DdpmReconScorer(EngineMixin, MapCalibration):
         self.fit_thresholds(scores, maps)
 
     def patch_seconds(self) -> float:
-        """Seconds per patch of the whole reconstruction (all DDIM passes)."""
+        """Seconds per patch of the whole reconstruction (all DDIM passes), on the engine that
+        will run it."""
         p, n = self.config.patch, self.device.patch_batch
         x = torch.zeros(n, self.channels, p, p)
-        one = seconds_per_call(
-            lambda: forward_chunks(self.model, self.device, x, self.config.t_recon)
-        )
+        one = seconds_per_call(lambda: self.backend.forward(x, self.config.t_recon))
         return len(self.config.timesteps) * one / n
 
     @classmethod

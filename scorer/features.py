@@ -70,7 +70,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         and r < min(x.shape[-2:])
     ):
         kn = k.numpy()
-        src = x.detach().contiguous().numpy()
+        src = x.contiguous().numpy()
         out = np.empty_like(src)
         for i in range(src.shape[0]):
             cv2.sepFilter2D(

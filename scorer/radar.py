@@ -235,7 +235,6 @@ class RadarScorer(EngineMixin):
         if self.device.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._backend = None  # built on first use, for these weights (EngineMixin)
 
     @property
     def channels(self) -> int:

@@ -184,7 +184,8 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path: Path) -> None:
 
 def test_engine_names_the_engine_and_builds_it(tiny_model: RadarScorer) -> None:
     twin = _with_backend(tiny_model, "openvino-bf16")
-    assert twin._backend is None  # built on first use …
+    # built on first use (the twin holds only its original's engine, for another device) …
+    assert twin._backend_for != (twin.model, twin.device)
     assert twin.engine == "openvino-bf16"
-    assert twin._backend is not None  # … which asking for the engine is
+    assert twin._backend_for == (twin.model, twin.device)  # … which asking for the engine is
     assert _with_backend(tiny_model, "eager").engine == "eager"

@@ -49,7 +49,7 @@ def test_one_network_pass_per_step(steps: int, monkeypatch: pytest.MonkeyPatch) 
 def test_runs_on_the_scorers_engine() -> None:
     """The baseline runs its network on ``device.backend`` as RADAR does (a speed ratio in
     ``bench compare`` compares methods, not engines), with eager's result to float32 tolerance;
-    a new ``model`` gets a new engine."""
+    a new ``model`` or ``device`` gets a new engine."""
     pytest.importorskip("onnxruntime")
     torch.manual_seed(3)
     cfg = UNetConfig(base_width=8, channel_mults=(1, 2), attention_resolutions=(), patch_size=16)
@@ -70,3 +70,5 @@ def test_runs_on_the_scorers_engine() -> None:
     first = onnx.backend
     onnx.model = UNet(cfg).eval()
     assert onnx.backend is not first
+    onnx.device = replace(CPU, backend="eager")  # another engine for the same weights
+    assert onnx.engine == "eager"
